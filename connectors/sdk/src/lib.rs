@@ -1,0 +1,39 @@
+//! What a Switchboard connector needs and nothing more: the channel-neutral payloads
+//! (envelope, reply, event), the [`Connector`] seam the daemon mounts and delivers through,
+//! the [`Inbound`] handle that hands messages to the pipeline, the shared services a
+//! connector may use ([`ConnectorContext`]), and helpers every webhook needs.
+//!
+//! A connector depends on this crate only: never on the broker, the router internals or
+//! Redis, so it can be tested with the in-memory services of [`testing`].
+
+pub mod config;
+pub mod connector;
+pub mod content;
+pub mod conversation;
+pub mod envelope;
+pub mod event;
+pub mod inbound;
+pub mod reply;
+pub mod services;
+pub mod signature;
+pub mod webhook;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
+pub use connector::{BuildError, Connector, ConnectorFactory, Delivered, DeliveryError, Recipient};
+pub use content::Content;
+pub use conversation::ConversationId;
+pub use envelope::{ChannelRef, Entity, Envelope, Intent, Route, Sender};
+pub use event::Event;
+pub use inbound::{AcceptError, Accepted, Inbound, InboundMessage, InboundSink};
+pub use reply::{Agent, Reply};
+pub use services::{ConnectorContext, KvError, KvStore};
+pub use webhook::{RejectReason, Rejection};
+
+/// Re-exported so connectors build routers and clients with exactly the versions the daemon
+/// mounts and configures.
+pub use axum;
+pub use reqwest;
+pub use time;

@@ -1,0 +1,189 @@
+//! Test doubles and the compliance harness every connector runs (`features = ["testing"]`).
+//!
+//! The harness checks the promises the daemon relies on, the same way for every channel:
+//! a valid request is accepted once and answered with success; a forged, stale or malformed
+//! one is refused with the right status, publishes nothing and says why; a message the
+//! pipeline cannot make safe is never answered with success; a retried request carries the
+//! same dedupe key.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use tower::ServiceExt;
+
+use crate::connector::Connector;
+use crate::envelope::ChannelRef;
+use crate::inbound::{AcceptError, Accepted, Inbound, InboundMessage, InboundSink};
+use crate::webhook::{RejectReason, RejectedBecause};
+
+/// An [`InboundSink`] that records what it accepts, or refuses with a set error.
+#[derive(Default)]
+pub struct RecordingSink {
+    accepted: Mutex<Vec<(ChannelRef, InboundMessage)>>,
+    refuse_with: Mutex<Option<AcceptError>>,
+}
+
+impl RecordingSink {
+    /// Makes every later `accept` fail with `err` (or succeed again with `None`).
+    pub fn refuse_with(&self, err: Option<AcceptError>) {
+        *self.refuse_with.lock().unwrap() = err;
+    }
+
+    /// Everything accepted so far.
+    pub fn accepted(&self) -> Vec<(ChannelRef, InboundMessage)> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl InboundSink for RecordingSink {
+    async fn accept(
+        &self,
+        channel: &ChannelRef,
+        message: InboundMessage,
+    ) -> Result<Accepted, AcceptError> {
+        if let Some(err) = self.refuse_with.lock().unwrap().clone() {
+            return Err(err);
+        }
+        let mut accepted = self.accepted.lock().unwrap();
+        accepted.push((channel.clone(), message));
+        Ok(Accepted {
+            envelope_id: format!("test-{}", accepted.len()),
+            duplicate: false,
+        })
+    }
+}
+
+/// Requests a connector's compliance check sends. Each call must return a fresh request; a
+/// valid one built twice must describe the same message (as a channel's retry would).
+pub trait ComplianceFixture {
+    /// A correctly signed request carrying one message.
+    fn valid_request(&self) -> Request<Body>;
+    /// The same message with a wrong or missing signature.
+    fn forged_request(&self) -> Request<Body>;
+    /// A correctly signed request whose body the connector cannot parse.
+    fn malformed_request(&self) -> Request<Body>;
+    /// A correctly signed request from outside the replay window, if the channel has one.
+    fn stale_request(&self) -> Option<Request<Body>>;
+}
+
+/// Runs the compliance checks against `connector`; panics with a message naming the broken
+/// promise.
+pub async fn check_connector(connector: Arc<dyn Connector>, fixture: &dyn ComplianceFixture) {
+    let sink = Arc::new(RecordingSink::default());
+    let channel = ChannelRef {
+        kind: connector.kind().to_owned(),
+        connector_id: connector.id().to_owned(),
+    };
+    let router = connector.routes(Inbound::new(sink.clone(), channel.clone()));
+    let call = |request: Request<Body>| {
+        let router = router.clone();
+        async move {
+            router
+                .oneshot(request)
+                .await
+                .expect("routers are infallible")
+        }
+    };
+
+    let ok = call(fixture.valid_request()).await;
+    assert!(
+        ok.status().is_success(),
+        "a valid request must succeed, got {}",
+        ok.status()
+    );
+    let first = sink.accepted();
+    assert_eq!(
+        first.len(),
+        1,
+        "a valid request must be accepted exactly once"
+    );
+    assert_eq!(
+        first[0].0, channel,
+        "accepted on behalf of the wrong channel"
+    );
+    assert!(
+        !first[0].1.dedupe_key.is_empty(),
+        "a message needs a dedupe key"
+    );
+
+    let again = call(fixture.valid_request()).await;
+    assert!(
+        again.status().is_success(),
+        "a retried request must succeed, got {}",
+        again.status()
+    );
+    let both = sink.accepted();
+    assert_eq!(
+        both.len(),
+        2,
+        "the pipeline, not the connector, drops duplicates"
+    );
+    assert_eq!(
+        both[0].1.dedupe_key, both[1].1.dedupe_key,
+        "a retry must keep its dedupe key"
+    );
+
+    let refusals = [
+        (
+            "forged",
+            Some(fixture.forged_request()),
+            StatusCode::FORBIDDEN,
+            RejectReason::BadSignature,
+        ),
+        (
+            "stale",
+            fixture.stale_request(),
+            StatusCode::FORBIDDEN,
+            RejectReason::StaleTimestamp,
+        ),
+        (
+            "malformed",
+            Some(fixture.malformed_request()),
+            StatusCode::BAD_REQUEST,
+            RejectReason::Malformed,
+        ),
+    ];
+    for (name, request, status, reason) in refusals {
+        let Some(request) = request else { continue };
+        let response = call(request).await;
+        assert_eq!(
+            response.status(),
+            status,
+            "a {name} request must get {status}"
+        );
+        let because = response
+            .extensions()
+            .get::<RejectedBecause>()
+            .unwrap_or_else(|| panic!("a {name} request must be refused through Rejection"));
+        assert_eq!(
+            because.reason, reason,
+            "a {name} request is refused for the wrong reason"
+        );
+        assert_eq!(
+            sink.accepted().len(),
+            2,
+            "a {name} request must not be accepted"
+        );
+    }
+
+    sink.refuse_with(Some(AcceptError::Unavailable("spool full".into())));
+    let unavailable = call(fixture.valid_request()).await;
+    assert!(
+        !unavailable.status().is_success(),
+        "a message the pipeline could not make safe must not be answered with success"
+    );
+    sink.refuse_with(Some(AcceptError::RateLimited {
+        retry_after: Duration::from_secs(3),
+    }));
+    let limited = call(fixture.valid_request()).await;
+    assert_eq!(
+        limited.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "a rate-limited sender gets 429"
+    );
+    sink.refuse_with(None);
+}
