@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::content::Content;
 use crate::envelope::ChannelRef;
+use crate::event::Event;
 
 /// A channel-neutral message, as a connector parsed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -103,5 +104,10 @@ impl Inbound {
     /// Hands `message` to the pipeline. Answer the channel only after this returns `Ok`.
     pub async fn accept(&self, message: InboundMessage) -> Result<Accepted, AcceptError> {
         self.sink.accept(&self.channel, message).await
+    }
+
+    /// Publishes an event on behalf of this channel; see [`InboundSink::report`].
+    pub async fn report(&self, event: Event) -> Result<(), AcceptError> {
+        self.sink.report(&self.channel, event).await
     }
 }

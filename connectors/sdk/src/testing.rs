@@ -16,6 +16,7 @@ use tower::ServiceExt;
 
 use crate::connector::Connector;
 use crate::envelope::ChannelRef;
+use crate::event::Event;
 use crate::inbound::{AcceptError, Accepted, Inbound, InboundMessage, InboundSink};
 use crate::webhook::{RejectReason, RejectedBecause};
 
@@ -23,6 +24,7 @@ use crate::webhook::{RejectReason, RejectedBecause};
 #[derive(Default)]
 pub struct RecordingSink {
     accepted: Mutex<Vec<(ChannelRef, InboundMessage)>>,
+    reported: Mutex<Vec<(ChannelRef, Event)>>,
     refuse_with: Mutex<Option<AcceptError>>,
 }
 
@@ -30,6 +32,11 @@ impl RecordingSink {
     /// Makes every later `accept` fail with `err` (or succeed again with `None`).
     pub fn refuse_with(&self, err: Option<AcceptError>) {
         *self.refuse_with.lock().unwrap() = err;
+    }
+
+    /// Every event reported so far.
+    pub fn reported(&self) -> Vec<(ChannelRef, Event)> {
+        self.reported.lock().unwrap().clone()
     }
 
     /// Everything accepted so far.
@@ -54,6 +61,14 @@ impl InboundSink for RecordingSink {
             envelope_id: format!("test-{}", accepted.len()),
             duplicate: false,
         })
+    }
+
+    async fn report(&self, channel: &ChannelRef, event: Event) -> Result<(), AcceptError> {
+        if let Some(err) = self.refuse_with.lock().unwrap().clone() {
+            return Err(err);
+        }
+        self.reported.lock().unwrap().push((channel.clone(), event));
+        Ok(())
     }
 }
 
