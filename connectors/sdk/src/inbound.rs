@@ -81,6 +81,11 @@ pub trait InboundSink: Send + Sync + 'static {
         channel: &ChannelRef,
         message: InboundMessage,
     ) -> Result<Accepted, AcceptError>;
+
+    /// Publishes `event` to `switchboard.events` (routing key = its kind) with the same
+    /// guarantee as `accept`: confirmed or spooled before it returns `Ok`. For what is not a
+    /// conversation message: delivery receipts, location reports, job results, call events.
+    async fn report(&self, channel: &ChannelRef, event: Event) -> Result<(), AcceptError>;
 }
 
 /// The handle a connector's routes get: accepts messages on behalf of that connector.
