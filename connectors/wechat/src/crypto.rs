@@ -1,0 +1,332 @@
+//! The callback cryptography of a WeChat official account: SHA-1 signatures over sorted
+//! parts, and the AES-256-CBC frame `random16 | msg_len u32 BE | msg | appid` padded with
+//! PKCS#7 to 32-byte blocks.
+
+use std::fmt;
+
+use aes::Aes256;
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::general_purpose::STANDARD;
+use base64::engine::{GeneralPurpose, GeneralPurposeConfig};
+use cbc::cipher::block_padding::NoPadding;
+use cbc::cipher::{BlockDecryptMut, BlockEncryptMut, KeyIvInit};
+use sha1::{Digest, Sha1};
+use subtle::ConstantTimeEq;
+
+/// WeChat pads to 32 bytes, not to the AES block size (16).
+const PAD_BLOCK: usize = 32;
+/// Length of the random prefix of every frame.
+const RANDOM_LEN: usize = 16;
+/// Random prefix plus the length field.
+const HEADER_LEN: usize = RANDOM_LEN + 4;
+
+/// Real EncodingAESKeys carry non-zero bits past the 256 used, which strict decoders
+/// (including base64's STANDARD engine) refuse.
+const LENIENT_KEY_ENGINE: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_allow_trailing_bits(true),
+);
+
+/// SHA-1 of the parts sorted by byte value and joined without separator, as lowercase hex.
+/// The parts are sorted as a list: equal parts (timestamp equal to nonce) both count.
+pub fn signature(parts: &[&str]) -> String {
+    let mut sorted = parts.to_vec();
+    sorted.sort_unstable();
+    let mut hasher = Sha1::new();
+    for part in sorted {
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Whether `given` is the signature of `parts`, compared in constant time.
+pub fn verify_signature(parts: &[&str], given: &str) -> bool {
+    let expected = signature(parts);
+    let given = given.trim().to_ascii_lowercase();
+    expected.as_bytes().ct_eq(given.as_bytes()).into()
+}
+
+/// Why an EncodingAESKey is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// Not 43 characters.
+    #[error("encoding aes key must be 43 characters, got {0}")]
+    Length(usize),
+    /// A character outside `[A-Za-z0-9]`.
+    #[error("encoding aes key may only contain letters and digits")]
+    Alphabet,
+}
+
+/// An AES-256 key derived from an EncodingAESKey; the IV is its first 16 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AesKey([u8; 32]);
+
+impl fmt::Debug for AesKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AesKey(****)")
+    }
+}
+
+/// One decrypted frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The sender's random prefix (opaque bytes, ignored by the protocol).
+    pub random: [u8; RANDOM_LEN],
+    /// The message, UTF-8 XML.
+    pub message: String,
+    /// The app id the frame was made for (the account's, or a component app id).
+    pub receive_id: String,
+}
+
+/// Why a ciphertext does not decrypt to a frame.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// `Encrypt` is not standard base64.
+    #[error("ciphertext is not valid base64")]
+    Base64,
+    /// The ciphertext cannot be a padded frame (empty, or not whole 32-byte blocks).
+    #[error("ciphertext length {0} is not a positive multiple of 32")]
+    Length(usize),
+    /// The PKCS#7 padding is not `n` bytes of value `n` with `n` in 1..=32.
+    #[error("invalid padding")]
+    Padding,
+    /// The frame is shorter than its header or than its length field says.
+    #[error("frame is shorter than its length field says")]
+    Truncated,
+    /// The message or the app id is not UTF-8.
+    #[error("frame content is not utf-8")]
+    NotUtf8,
+}
+
+impl FrameError {
+    /// Errors that come from the ciphertext itself and would be the same under any key.
+    pub fn is_shape_error(&self) -> bool {
+        matches!(self, FrameError::Base64 | FrameError::Length(_))
+    }
+}
+
+impl AesKey {
+    /// Derives the key from a 43-character EncodingAESKey.
+    pub fn from_encoding_aes_key(encoding_aes_key: &str) -> Result<Self, KeyError> {
+        let len = encoding_aes_key.chars().count();
+        if len != 43 {
+            return Err(KeyError::Length(len));
+        }
+        if !encoding_aes_key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KeyError::Alphabet);
+        }
+        let decoded = LENIENT_KEY_ENGINE
+            .decode(format!("{encoding_aes_key}="))
+            .map_err(|_| KeyError::Alphabet)?;
+        let key: [u8; 32] = decoded
+            .try_into()
+            .map_err(|v: Vec<u8>| KeyError::Length(v.len()))?;
+        Ok(Self(key))
+    }
+
+    /// The raw key bytes.
+    pub fn bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn iv(&self) -> &[u8] {
+        &self.0[..16]
+    }
+
+    /// Encrypts `message` for `receive_id` with the given random prefix; returns base64.
+    pub fn encrypt(&self, random: &[u8; RANDOM_LEN], message: &str, receive_id: &str) -> String {
+        let mut frame =
+            Vec::with_capacity(HEADER_LEN + message.len() + receive_id.len() + PAD_BLOCK);
+        frame.extend_from_slice(random);
+        // The length is in bytes of UTF-8, never in characters. A message over 4 GiB cannot
+        // reach here: bodies are capped far below that.
+        let len = u32::try_from(message.len()).unwrap_or(u32::MAX);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(message.as_bytes());
+        frame.extend_from_slice(receive_id.as_bytes());
+        // Padding is mandatory: an aligned frame gets a whole block of 32 bytes of 0x20.
+        let pad = PAD_BLOCK - frame.len() % PAD_BLOCK;
+        frame.resize(frame.len() + pad, pad as u8);
+        let cipher = cbc::Encryptor::<Aes256>::new_from_slices(&self.0, self.iv())
+            .unwrap_or_else(|_| unreachable!("key is 32 bytes and iv 16"));
+        STANDARD.encode(cipher.encrypt_padded_vec_mut::<NoPadding>(&frame))
+    }
+
+    /// Decrypts a base64 `Encrypt` value into its frame, checking every length.
+    pub fn decrypt(&self, encrypt: &str) -> Result<Frame, FrameError> {
+        let ciphertext = decode_ciphertext(encrypt)?;
+        let cipher = cbc::Decryptor::<Aes256>::new_from_slices(&self.0, self.iv())
+            .unwrap_or_else(|_| unreachable!("key is 32 bytes and iv 16"));
+        let plain = cipher
+            .decrypt_padded_vec_mut::<NoPadding>(&ciphertext)
+            .map_err(|_| FrameError::Length(ciphertext.len()))?;
+        parse_frame(&plain)
+    }
+}
+
+/// Base64-decodes `Encrypt` and checks it can be a padded frame.
+fn decode_ciphertext(encrypt: &str) -> Result<Vec<u8>, FrameError> {
+    let ciphertext = STANDARD
+        .decode(encrypt.trim())
+        .map_err(|_| FrameError::Base64)?;
+    if ciphertext.is_empty() || ciphertext.len() % PAD_BLOCK != 0 {
+        return Err(FrameError::Length(ciphertext.len()));
+    }
+    Ok(ciphertext)
+}
+
+fn parse_frame(plain: &[u8]) -> Result<Frame, FrameError> {
+    let pad = *plain.last().ok_or(FrameError::Padding)? as usize;
+    if !(1..=PAD_BLOCK).contains(&pad) || pad > plain.len() {
+        return Err(FrameError::Padding);
+    }
+    let (body, padding) = plain.split_at(plain.len() - pad);
+    if padding.iter().any(|b| *b as usize != pad) {
+        return Err(FrameError::Padding);
+    }
+    if body.len() < HEADER_LEN {
+        return Err(FrameError::Truncated);
+    }
+    let mut random = [0u8; RANDOM_LEN];
+    random.copy_from_slice(&body[..RANDOM_LEN]);
+    let mut len_bytes = [0u8; 4];
+    len_bytes.copy_from_slice(&body[RANDOM_LEN..HEADER_LEN]);
+    let msg_len = u32::from_be_bytes(len_bytes) as usize;
+    let rest = &body[HEADER_LEN..];
+    if msg_len > rest.len() {
+        return Err(FrameError::Truncated);
+    }
+    let (message, receive_id) = rest.split_at(msg_len);
+    let message = std::str::from_utf8(message).map_err(|_| FrameError::NotUtf8)?;
+    let receive_id = std::str::from_utf8(receive_id).map_err(|_| FrameError::NotUtf8)?;
+    Ok(Frame {
+        random,
+        message: message.to_owned(),
+        receive_id: receive_id.to_owned(),
+    })
+}
+
+/// Why an encrypted push could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecryptError {
+    /// `msg_signature` does not match token, timestamp, nonce and `Encrypt`.
+    #[error("msg_signature does not match")]
+    BadSignature,
+    /// `Encrypt` cannot be a ciphertext at all (not base64, cut short, misaligned).
+    #[error("malformed ciphertext: {0}")]
+    MalformedCiphertext(FrameError),
+    /// No configured key turns the ciphertext into a valid frame: a wrong or rotated key.
+    #[error("no configured encoding aes key decrypts the message: {0}")]
+    WrongKey(FrameError),
+    /// The frame names another app id.
+    #[error("message is for app id {got:?}, not this account")]
+    AppIdMismatch {
+        /// The app id found in the frame.
+        got: String,
+    },
+}
+
+/// A successfully opened push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The decrypted frame.
+    pub frame: Frame,
+    /// Which configured key opened it (0 current, 1 previous): replies use the same one.
+    pub key_index: usize,
+}
+
+/// The keys and names one account uses to open pushes and seal replies.
+#[derive(Debug, Clone)]
+pub struct MessageCrypt {
+    token: String,
+    keys: Vec<AesKey>,
+    app_id: String,
+    strict_app_id: bool,
+}
+
+impl MessageCrypt {
+    /// A crypt with the current key first and, during a rotation, the previous one.
+    pub fn new(token: &str, keys: Vec<AesKey>, app_id: &str, strict_app_id: bool) -> Self {
+        Self {
+            token: token.to_owned(),
+            keys,
+            app_id: app_id.to_owned(),
+            strict_app_id,
+        }
+    }
+
+    /// Whether any key is configured (plaintext-only accounts have none).
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Verifies `msg_signature`, then decrypts with the current key, then the previous one,
+    /// and checks the app id. Nothing is decrypted before the signature matches.
+    pub fn open(
+        &self,
+        timestamp: &str,
+        nonce: &str,
+        encrypt: &str,
+        msg_signature: &str,
+    ) -> Result<Opened, DecryptError> {
+        if !verify_signature(&[&self.token, timestamp, nonce, encrypt], msg_signature) {
+            return Err(DecryptError::BadSignature);
+        }
+        decode_ciphertext(encrypt).map_err(DecryptError::MalformedCiphertext)?;
+        let mut last = FrameError::Padding;
+        for (key_index, key) in self.keys.iter().enumerate() {
+            match key.decrypt(encrypt) {
+                Ok(frame) => {
+                    if self.strict_app_id && frame.receive_id != self.app_id {
+                        return Err(DecryptError::AppIdMismatch {
+                            got: frame.receive_id,
+                        });
+                    }
+                    return Ok(Opened { frame, key_index });
+                }
+                Err(err) if err.is_shape_error() => {
+                    return Err(DecryptError::MalformedCiphertext(err));
+                }
+                Err(err) => last = err,
+            }
+        }
+        Err(DecryptError::WrongKey(last))
+    }
+
+    /// Seals a reply with key `key_index` and a fresh random prefix, as the four-element
+    /// envelope WeChat expects.
+    pub fn seal(
+        &self,
+        key_index: usize,
+        message: &str,
+        receive_id: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> Option<String> {
+        let random: [u8; RANDOM_LEN] = rand::random();
+        self.seal_with_random(key_index, &random, message, receive_id, timestamp, nonce)
+    }
+
+    /// [`MessageCrypt::seal`] with a given random prefix, for reproducible tests.
+    pub fn seal_with_random(
+        &self,
+        key_index: usize,
+        random: &[u8; RANDOM_LEN],
+        message: &str,
+        receive_id: &str,
+        timestamp: &str,
+        nonce: &str,
+    ) -> Option<String> {
+        let key = self.keys.get(key_index)?;
+        let encrypt = key.encrypt(random, message, receive_id);
+        let msg_signature = signature(&[&self.token, timestamp, nonce, &encrypt]);
+        Some(format!(
+            "<xml>\n<Encrypt>{}</Encrypt>\n<MsgSignature>{}</MsgSignature>\n<TimeStamp>{}</TimeStamp>\n<Nonce>{}</Nonce>\n</xml>",
+            crate::passive::cdata(&encrypt),
+            crate::passive::cdata(&msg_signature),
+            timestamp,
+            crate::passive::cdata(nonce),
+        ))
+    }
+}
