@@ -1,1 +1,101 @@
-fn main() {}
+//! The `switchboard` binary: parses the command line, sets up logging, and maps outcomes to
+//! exit codes (0 ok, 1 runtime failure, 2 bad usage or bad config).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use switchboard::cli::{self, Cli, Command, LogFormat};
+use switchboard::daemon::{self, DaemonError};
+use tracing_subscriber::EnvFilter;
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(err) => {
+                    eprintln!("cannot start the runtime: {err}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(daemon::run(&config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(DaemonError::Config(err)) => {
+                    eprintln!("{err}");
+                    ExitCode::from(2)
+                }
+                Err(err @ DaemonError::Runtime(_)) => {
+                    tracing::error!(error = %err, "switchboard failed");
+                    eprintln!("switchboard: {err}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::CheckConfig { file } => match cli::load(&file) {
+            Ok(loaded) => {
+                print!(
+                    "{}",
+                    cli::summary(&file.display().to_string(), &loaded.config, &loaded.hash)
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("{err}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Route {
+            config,
+            channel,
+            tier,
+            conversation,
+            json,
+            text,
+        } => {
+            let loaded = match cli::load(&config) {
+                Ok(loaded) => loaded,
+                Err(err) => {
+                    eprintln!("{err}");
+                    return ExitCode::from(2);
+                }
+            };
+            match cli::route(
+                &loaded.config,
+                &channel,
+                tier.as_deref(),
+                conversation.as_deref(),
+                &text,
+                json,
+            ) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("switchboard route: {err}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Schema { payload } => {
+            print!("{}", cli::schema(payload));
+            ExitCode::SUCCESS
+        }
+    }
+}

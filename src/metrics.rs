@@ -1,0 +1,257 @@
+//! The daemon's Prometheus metrics: `switchboard_<noun>_total` counters and `_seconds`
+//! histograms, labelled by channel and connector with bounded cardinality (label values come
+//! from config and fixed reason lists, never from message content).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Channel kind and connector id.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    /// Channel kind.
+    pub channel: String,
+    /// Connector id.
+    pub connector: String,
+}
+
+/// A connector plus a fixed-vocabulary word (reason, outcome).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorOutcomeLabels {
+    /// Channel kind.
+    pub channel: String,
+    /// Connector id.
+    pub connector: String,
+    /// Reason or outcome.
+    pub outcome: String,
+}
+
+/// Where a publish went and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PublishLabels {
+    /// `inbound`, `events`, `dead` or `spool_drain`.
+    pub target: String,
+    /// `confirmed`, `nacked`, `timeout`, `failed`.
+    pub outcome: String,
+}
+
+/// A single word label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// The outcome.
+    pub outcome: String,
+}
+
+/// The hash of the running config.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigLabels {
+    /// SHA-256 of the config file.
+    pub hash: String,
+}
+
+/// Every metric the daemon exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Webhook requests per connector.
+    pub requests: Family<ConnectorLabels, Counter>,
+    /// Refused requests per connector and reason.
+    pub rejections: Family<ConnectorOutcomeLabels, Counter>,
+    /// Accepted messages per connector and outcome (`published`, `spooled`, `duplicate`).
+    pub accepted: Family<ConnectorOutcomeLabels, Counter>,
+    /// Publishes by target and outcome.
+    pub published: Family<PublishLabels, Counter>,
+    /// Time from publish to broker confirm.
+    pub confirm_seconds: Histogram,
+    /// Messages waiting in the spool.
+    pub spool_depth: Gauge,
+    /// Bytes waiting in the spool.
+    pub spool_bytes: Gauge,
+    /// Age of the oldest spooled message.
+    pub spool_oldest_age_seconds: Gauge,
+    /// Messages drained from the spool to the broker.
+    pub spool_drained: Counter,
+    /// 1 while the broker link is up.
+    pub broker_connected: Gauge,
+    /// Broker connections made after the first.
+    pub broker_reconnects: Counter,
+    /// Replies per connector and outcome (`succeeded`, `failed`, `retried`, `duplicate`).
+    pub deliveries: Family<ConnectorOutcomeLabels, Counter>,
+    /// Replies sent to the dead-letter exchange, by reason.
+    pub dead_lettered: Family<OutcomeLabels, Counter>,
+    /// Reload attempts by result (`applied`, `refused`).
+    pub reloads: Family<OutcomeLabels, Counter>,
+    /// 1 for the hash of the config in force.
+    pub config_info: Family<ConfigLabels, Gauge>,
+    /// Operations on shared state that fell back or failed, by outcome.
+    pub kv_errors: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("switchboard");
+        let requests = Family::default();
+        let rejections = Family::default();
+        let accepted = Family::default();
+        let published = Family::default();
+        let confirm_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let spool_depth = Gauge::default();
+        let spool_bytes = Gauge::default();
+        let spool_oldest_age_seconds = Gauge::default();
+        let spool_drained = Counter::default();
+        let broker_connected = Gauge::default();
+        let broker_reconnects = Counter::default();
+        let deliveries = Family::default();
+        let dead_lettered = Family::default();
+        let reloads = Family::default();
+        let config_info = Family::default();
+        let kv_errors = Family::default();
+        registry.register(
+            "requests",
+            "Webhook requests by connector",
+            requests.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Refused requests by connector and reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "accepted",
+            "Accepted messages by connector and outcome",
+            accepted.clone(),
+        );
+        registry.register(
+            "published",
+            "AMQP publishes by target and outcome",
+            published.clone(),
+        );
+        registry.register(
+            "confirm_seconds",
+            "Publish to broker confirm latency",
+            confirm_seconds.clone(),
+        );
+        registry.register(
+            "spool_depth",
+            "Messages waiting in the spool",
+            spool_depth.clone(),
+        );
+        registry.register(
+            "spool_bytes",
+            "Bytes waiting in the spool",
+            spool_bytes.clone(),
+        );
+        registry.register(
+            "spool_oldest_age_seconds",
+            "Age of the oldest spooled message",
+            spool_oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "spool_drained",
+            "Messages drained from the spool",
+            spool_drained.clone(),
+        );
+        registry.register(
+            "broker_connected",
+            "1 while the broker link is up",
+            broker_connected.clone(),
+        );
+        registry.register(
+            "broker_reconnects",
+            "Broker reconnections",
+            broker_reconnects.clone(),
+        );
+        registry.register(
+            "deliveries",
+            "Replies by connector and outcome",
+            deliveries.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Messages dead-lettered by reason",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config reloads by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "config_info",
+            "The config in force, by hash",
+            config_info.clone(),
+        );
+        registry.register(
+            "kv_errors",
+            "Shared-state failures by outcome",
+            kv_errors.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            rejections,
+            accepted,
+            published,
+            confirm_seconds,
+            spool_depth,
+            spool_bytes,
+            spool_oldest_age_seconds,
+            spool_drained,
+            broker_connected,
+            broker_reconnects,
+            deliveries,
+            dead_lettered,
+            reloads,
+            config_info,
+            kv_errors,
+        }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts one outcome for a connector in `family`.
+    pub fn count(
+        family: &Family<ConnectorOutcomeLabels, Counter>,
+        channel: &str,
+        connector: &str,
+        outcome: &str,
+    ) {
+        family
+            .get_or_create(&ConnectorOutcomeLabels {
+                channel: channel.to_owned(),
+                connector: connector.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one publish.
+    pub fn publish(&self, target: &str, outcome: &str) {
+        self.published
+            .get_or_create(&PublishLabels {
+                target: target.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records the config in force, clearing the previous hash.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.clear();
+        self.config_info
+            .get_or_create(&ConfigLabels {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+    }
+}

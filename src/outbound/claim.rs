@@ -1,0 +1,110 @@
+//! Reply ids already handled: a helpdesk that publishes a reply twice, or a redelivery after
+//! a lost ack, must not reach the customer twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchboard_sdk::{KvError, KvStore};
+
+/// How long a claim protects a reply being sent; longer than any retry sequence.
+const LEASE: Duration = Duration::from_secs(600);
+
+/// The state of a reply id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Ours to send.
+    Ours,
+    /// Already handled; the recorded outcome event (JSON), possibly empty.
+    Done(String),
+    /// Being sent by another consumer right now.
+    InProgressElsewhere,
+}
+
+/// Claims on reply ids in the shared store.
+pub struct ReplyClaims {
+    kv: Arc<dyn KvStore>,
+    ttl: Duration,
+    owner: String,
+}
+
+impl ReplyClaims {
+    /// Claims remembered for `ttl` once done.
+    pub fn new(kv: Arc<dyn KvStore>, ttl: Duration, instance: &str) -> Self {
+        Self {
+            kv,
+            ttl,
+            owner: format!("p:{instance}:{}", ulid::Ulid::new()),
+        }
+    }
+
+    fn key(reply_id: &str) -> String {
+        format!("reply:{reply_id}")
+    }
+
+    /// Claims `reply_id` for sending.
+    pub async fn claim(&self, reply_id: &str) -> Result<Claim, KvError> {
+        let key = Self::key(reply_id);
+        if self
+            .kv
+            .set_if_absent(&key, self.owner.as_bytes(), LEASE)
+            .await?
+        {
+            return Ok(Claim::Ours);
+        }
+        let value = self.kv.get(&key).await?.unwrap_or_default();
+        let value = String::from_utf8_lossy(&value);
+        if let Some(event) = value.strip_prefix("d:") {
+            return Ok(Claim::Done(event.to_owned()));
+        }
+        if value == self.owner {
+            // Our own earlier attempt was interrupted (requeued at shutdown of a consumer
+            // channel); it is ours again.
+            return Ok(Claim::Ours);
+        }
+        Ok(Claim::InProgressElsewhere)
+    }
+
+    /// Records the outcome of `reply_id`.
+    pub async fn complete(&self, reply_id: &str, event_json: &str) {
+        if let Err(err) = self
+            .kv
+            .set(
+                &Self::key(reply_id),
+                format!("d:{event_json}").as_bytes(),
+                Some(self.ttl),
+            )
+            .await
+        {
+            tracing::warn!(error = %err, "cannot record reply outcome");
+        }
+    }
+
+    /// Gives up a claim without an outcome, so a redelivery can send.
+    pub async fn release(&self, reply_id: &str) {
+        let _ = self
+            .kv
+            .delete_if_equals(&Self::key(reply_id), self.owner.as_bytes())
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_sdk::services::MemoryKv;
+
+    #[tokio::test]
+    async fn a_reply_is_claimed_once_and_remembered() {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let a = ReplyClaims::new(kv.clone(), Duration::from_secs(60), "a");
+        let b = ReplyClaims::new(kv, Duration::from_secs(60), "b");
+        assert_eq!(a.claim("r1").await.unwrap(), Claim::Ours);
+        assert_eq!(b.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
+        a.complete("r1", "{}").await;
+        assert_eq!(b.claim("r1").await.unwrap(), Claim::Done("{}".into()));
+
+        assert_eq!(a.claim("r2").await.unwrap(), Claim::Ours);
+        a.release("r2").await;
+        assert_eq!(b.claim("r2").await.unwrap(), Claim::Ours);
+    }
+}

@@ -1,0 +1,422 @@
+//! Reply dispatch: consume `switchboard.outbound` with manual acks and bounded prefetch,
+//! send each reply through its conversation's connector (rate-limited, retried with
+//! backoff), report `delivery.succeeded` / `delivery.failed` on `switchboard.events`, and
+//! acknowledge only once the outcome is known and recorded.
+
+mod claim;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
+use lapin::types::FieldTable;
+use switchboard_sdk::event::EVENT_SCHEMA;
+use switchboard_sdk::reply::BadReply;
+use switchboard_sdk::{ConversationId, DeliveryError, Event, KvStore, Recipient, Reply};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::{Broker, OutgoingMessage, wait_up};
+use crate::config::OutboundConfig;
+use crate::durable::DurablePublisher;
+use crate::live::LiveSet;
+use crate::metrics::{Metrics, OutcomeLabels};
+use claim::{Claim, ReplyClaims};
+
+/// Names the dispatcher uses.
+#[derive(Debug, Clone)]
+pub struct OutboundNames {
+    /// The queue consumed.
+    pub queue: String,
+    /// Events exchange.
+    pub events: String,
+    /// Dead-letter exchange.
+    pub dead: String,
+}
+
+/// The reply dispatcher.
+pub struct Dispatcher {
+    broker: Broker,
+    live: Arc<ArcSwap<LiveSet>>,
+    claims: ReplyClaims,
+    publisher: DurablePublisher,
+    config: OutboundConfig,
+    names: OutboundNames,
+    instance: String,
+    metrics: Arc<Metrics>,
+}
+
+/// How handling one delivery ended, for its ack.
+enum Settle {
+    Ack,
+    Requeue,
+}
+
+impl Dispatcher {
+    /// A dispatcher; nothing runs until [`Dispatcher::run`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        broker: Broker,
+        live: Arc<ArcSwap<LiveSet>>,
+        kv: Arc<dyn KvStore>,
+        publisher: DurablePublisher,
+        config: OutboundConfig,
+        names: OutboundNames,
+        instance: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let claims = ReplyClaims::new(kv, Duration::from_secs(config.dedupe_ttl_secs), &instance);
+        Self {
+            broker,
+            live,
+            claims,
+            publisher,
+            config,
+            names,
+            instance,
+            metrics,
+        }
+    }
+
+    /// Consumes until `shutdown`, resuming after every reconnection; replies in progress at
+    /// shutdown finish (or are requeued) before this returns.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut links = self.broker.subscribe();
+        let in_flight = TaskTracker::new();
+        loop {
+            let live = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                live = wait_up(&mut links) => match live { Some(live) => live, None => break },
+            };
+            match self.consume(&live.connection, &shutdown, &in_flight).await {
+                Ok(()) => break,
+                Err(err) => {
+                    tracing::warn!(error = %err, "outbound consumer stopped, waiting for the broker");
+                    // Let the supervisor notice and replace the link before trying again.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = links.changed() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+        in_flight.close();
+        in_flight.wait().await;
+    }
+
+    /// Returns Ok on shutdown, Err when the channel or connection failed.
+    async fn consume(
+        self: &Arc<Self>,
+        connection: &lapin::Connection,
+        shutdown: &CancellationToken,
+        in_flight: &TaskTracker,
+    ) -> Result<(), String> {
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| e.to_string())?;
+        channel
+            .basic_qos(self.config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let tag = format!("switchboard-{}-{}", self.instance, ulid::Ulid::new());
+        let mut consumer = channel
+            .basic_consume(
+                self.names.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(queue = %self.names.queue, "consuming replies");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    // Finish what was taken before closing the channel its acks travel on.
+                    in_flight.close();
+                    in_flight.wait().await;
+                    let _ = channel.close(200, "shutting down".into()).await;
+                    return Ok(());
+                }
+                next = consumer.next() => match next {
+                    Some(Ok(delivery)) => {
+                        let this = self.clone();
+                        let shutdown = shutdown.clone();
+                        in_flight.spawn(async move { this.handle(delivery, shutdown).await });
+                    }
+                    Some(Err(err)) => return Err(err.to_string()),
+                    None => return Err("consumer ended".to_owned()),
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery, shutdown: CancellationToken) {
+        let settle = self.process(&delivery, &shutdown).await;
+        let result = match settle {
+            Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
+                delivery
+                    .acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await
+            }
+        };
+        if let Err(err) = result {
+            // The broker will redeliver; the claim makes sure nothing is sent twice.
+            tracing::warn!(error = %err, "cannot settle reply delivery");
+        }
+    }
+
+    async fn process(&self, delivery: &Delivery, shutdown: &CancellationToken) -> Settle {
+        let reply = match Reply::from_slice(&delivery.data) {
+            Ok(reply) => reply,
+            Err(err) => return self.dead_letter(delivery, "malformed_reply", &err).await,
+        };
+        let conversation = match ConversationId::parse(&reply.conversation_id) {
+            Ok(conversation) => conversation,
+            Err(err) => {
+                let err = BadReply::Schema(err.to_string());
+                return self
+                    .dead_letter(delivery, "bad_conversation_id", &err)
+                    .await;
+            }
+        };
+        let claim = loop {
+            match self.claims.claim(&reply.id).await {
+                Ok(Claim::InProgressElsewhere) => {
+                    // Another consumer is sending this id; wait for its outcome rather than
+                    // sending twice.
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Settle::Requeue,
+                        _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
+                    }
+                }
+                Ok(claim) => break claim,
+                Err(err) => {
+                    tracing::warn!(error = %err, "reply dedupe store unavailable, sending without it");
+                    self.metrics
+                        .kv_errors
+                        .get_or_create(&OutcomeLabels {
+                            outcome: "reply_dedupe_skipped".into(),
+                        })
+                        .inc();
+                    break Claim::Ours;
+                }
+            }
+        };
+        if let Claim::Done(recorded_event) = claim {
+            Metrics::count(
+                &self.metrics.deliveries,
+                &conversation.kind,
+                &conversation.connector_id,
+                "duplicate",
+            );
+            if delivery.redelivered && !recorded_event.is_empty() {
+                // We may have died between sending and reporting: report (again, same event
+                // id) so the helpdesk surely hears the outcome.
+                if let Ok(event) = serde_json::from_str::<Event>(&recorded_event)
+                    && self.publish_event(event).await.is_err()
+                {
+                    return Settle::Requeue;
+                }
+            }
+            return Settle::Ack;
+        }
+
+        let event = match self.deliver(&reply, &conversation, shutdown).await {
+            Some(event) => event,
+            None => {
+                self.claims.release(&reply.id).await;
+                return Settle::Requeue;
+            }
+        };
+        let recorded = serde_json::to_string(&event).unwrap_or_default();
+        self.claims.complete(&reply.id, &recorded).await;
+        match self.publish_event(event).await {
+            Ok(()) => Settle::Ack,
+            Err(()) => Settle::Requeue,
+        }
+    }
+
+    /// Sends with retries; the event to report, or None when shutdown interrupted it before
+    /// an outcome.
+    async fn deliver(
+        &self,
+        reply: &Reply,
+        conversation: &ConversationId,
+        shutdown: &CancellationToken,
+    ) -> Option<Event> {
+        let (kind, id) = (
+            conversation.kind.as_str(),
+            conversation.connector_id.as_str(),
+        );
+        let live = self.live.load();
+        let Some(target) = live.connector(kind, id) else {
+            Metrics::count(&self.metrics.deliveries, kind, id, "failed");
+            return Some(self.failed_event(
+                reply,
+                &DeliveryError::Permanent {
+                    code: "unknown_connector".into(),
+                    text: format!("no connector {kind}:{id} is configured"),
+                },
+                "unknown_connector",
+            ));
+        };
+        let recipient = Recipient {
+            conversation: conversation.clone(),
+        };
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(self.config.retry_min_ms))
+            .with_max_delay(Duration::from_millis(self.config.retry_max_ms))
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut attempt = 1;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = target.outbound.until_ready() => {}
+            }
+            let result = target.connector.deliver(reply, &recipient).await;
+            match result {
+                Ok(delivered) => {
+                    Metrics::count(&self.metrics.deliveries, kind, id, "succeeded");
+                    tracing::info!(channel = kind, connector = id, reply_id = %reply.id, attempt, "reply delivered");
+                    let mut event = self.event("delivery.succeeded", reply);
+                    event.channel_message_id = delivered.channel_message_id;
+                    return Some(event);
+                }
+                Err(err) if err.is_retryable() && attempt < self.config.max_attempts => {
+                    Metrics::count(&self.metrics.deliveries, kind, id, "retried");
+                    let wait = backoff
+                        .next()
+                        .unwrap_or(Duration::from_millis(self.config.retry_max_ms))
+                        .max(err.retry_after().unwrap_or_default());
+                    tracing::warn!(channel = kind, connector = id, reply_id = %reply.id, attempt, error = %err, ?wait, "reply delivery failed, will retry");
+                    attempt += 1;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return None,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+                Err(err) => {
+                    Metrics::count(&self.metrics.deliveries, kind, id, "failed");
+                    let reason = if err.is_retryable() {
+                        "retries_exhausted"
+                    } else {
+                        "permanent"
+                    };
+                    tracing::warn!(channel = kind, connector = id, reply_id = %reply.id, attempt, error = %err, "reply not delivered");
+                    return Some(self.failed_event(reply, &err, reason));
+                }
+            }
+        }
+    }
+
+    fn event(&self, kind: &str, reply: &Reply) -> Event {
+        let mut event = Event::new(kind);
+        event.conversation_id = Some(reply.conversation_id.clone());
+        event.reply_id = Some(reply.id.clone());
+        event
+    }
+
+    fn failed_event(&self, reply: &Reply, err: &DeliveryError, reason: &str) -> Event {
+        let mut event = self.event("delivery.failed", reply);
+        event.retryable = Some(err.is_retryable());
+        event.reason = Some(reason.to_owned());
+        let (code, text) = match err {
+            DeliveryError::Permanent { code, text } => (Some(code.clone()), text.clone()),
+            DeliveryError::Retryable { code, text, .. } => (code.clone(), text.clone()),
+            DeliveryError::RateLimited { .. } => (Some("rate_limited".to_owned()), err.to_string()),
+        };
+        // A permanent failure whose code is one of ours (window_closed, opted_out) is the
+        // more useful reason.
+        if let (DeliveryError::Permanent { code, .. }, "permanent") = (err, reason)
+            && code.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        {
+            event.reason = Some(code.clone());
+        }
+        event.code = code;
+        event.text = Some(text);
+        event
+    }
+
+    async fn publish_event(&self, event: Event) -> Result<(), ()> {
+        let Ok(body) = serde_json::to_string(&event) else {
+            return Err(());
+        };
+        let mut headers = vec![("x-schema".to_owned(), EVENT_SCHEMA.to_owned())];
+        if let Some(conversation) = &event.conversation_id {
+            headers.push(("x-conversation-id".to_owned(), conversation.clone()));
+        }
+        let message = OutgoingMessage {
+            exchange: self.names.events.clone(),
+            routing_key: event.kind.clone(),
+            message_id: event.id.clone(),
+            priority: None,
+            headers,
+            body,
+            mandatory: false,
+        };
+        self.publisher
+            .send(message, "events")
+            .await
+            .map(|_| ())
+            .map_err(|err| {
+                tracing::error!(error = %err, "cannot report delivery outcome");
+            })
+    }
+
+    async fn dead_letter(
+        &self,
+        delivery: &Delivery,
+        reason: &'static str,
+        err: &BadReply,
+    ) -> Settle {
+        self.metrics
+            .dead_lettered
+            .get_or_create(&OutcomeLabels {
+                outcome: reason.into(),
+            })
+            .inc();
+        tracing::warn!(reason, error = %err, "reply dead-lettered");
+        let message = OutgoingMessage {
+            exchange: self.names.dead.clone(),
+            routing_key: format!("outbound.{reason}"),
+            message_id: ulid::Ulid::new().to_string(),
+            priority: None,
+            headers: vec![
+                ("x-reason".to_owned(), reason.to_owned()),
+                ("x-error".to_owned(), err.to_string()),
+                (
+                    "x-original-exchange".to_owned(),
+                    delivery.exchange.to_string(),
+                ),
+                (
+                    "x-original-routing-key".to_owned(),
+                    delivery.routing_key.to_string(),
+                ),
+            ],
+            // Bytes that are not UTF-8 are kept visible rather than dropped.
+            body: String::from_utf8_lossy(&delivery.data).into_owned(),
+            mandatory: true,
+        };
+        match self.publisher.send(message, "dead").await {
+            Ok(_) => Settle::Ack,
+            Err(_) => Settle::Requeue,
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The inbound path, written once for every channel: rate limit per user → dedupe →
+//! customer tier → classify and route → envelope with its conversation sequence →
+//! confirmed publish or durable spool.
+
+pub mod dedupe;
+pub mod routing;
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use switchboard_sdk::envelope::ENVELOPE_SCHEMA;
+use switchboard_sdk::event::EVENT_SCHEMA;
+use switchboard_sdk::{
+    AcceptError, Accepted, ChannelRef, ConversationId, Envelope, Event, InboundMessage,
+    InboundSink, KvStore, Route, Sender,
+};
+use time::OffsetDateTime;
+use tokio::sync::Mutex;
+
+use crate::broker::OutgoingMessage;
+use crate::durable::DurablePublisher;
+use crate::metrics::Metrics;
+use crate::spool::LocalStore;
+use routing::{Policy, Subject};
+
+/// Where per-conversation sequence numbers come from.
+#[derive(Clone)]
+pub enum Sequences {
+    /// Redis `INCR`, shared by every instance.
+    Shared(Arc<dyn KvStore>),
+    /// The local store, durable across restarts of this instance.
+    Local(LocalStore),
+}
+
+impl Sequences {
+    async fn next(&self, conversation_id: &str) -> Result<u64, String> {
+        match self {
+            Sequences::Shared(kv) => kv
+                .increment(&format!("seq:{conversation_id}"))
+                .await
+                .map_err(|e| e.to_string()),
+            Sequences::Local(store) => store
+                .next_sequence(conversation_id)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+type UserLimiter = DefaultKeyedRateLimiter<String>;
+
+/// Exchange names the pipeline publishes to.
+#[derive(Debug, Clone)]
+pub struct Exchanges {
+    /// Envelopes.
+    pub inbound: String,
+    /// Events.
+    pub events: String,
+}
+
+/// The pipeline; the daemon's implementation of the connectors' [`InboundSink`].
+pub struct Pipeline {
+    policy: ArcSwap<Policy>,
+    user_limits: ArcSwap<HashMap<String, Arc<UserLimiter>>>,
+    kv: Arc<dyn KvStore>,
+    sequences: Sequences,
+    publisher: DurablePublisher,
+    exchanges: Exchanges,
+    dedupe_ttl: Duration,
+    metrics: Arc<Metrics>,
+    /// Messages of one conversation take the same stripe, so their sequence numbers and
+    /// their order on the wire agree.
+    stripes: Vec<Mutex<()>>,
+    hasher: RandomState,
+}
+
+const STRIPES: usize = 256;
+
+impl Pipeline {
+    /// A pipeline publishing through `publisher`.
+    pub fn new(
+        policy: Policy,
+        kv: Arc<dyn KvStore>,
+        sequences: Sequences,
+        publisher: DurablePublisher,
+        exchanges: Exchanges,
+        dedupe_ttl: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            user_limits: ArcSwap::from_pointee(HashMap::new()),
+            kv,
+            sequences,
+            publisher,
+            exchanges,
+            dedupe_ttl,
+            metrics,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    /// Swaps in a new policy; messages already past the routing step keep the old one.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// Sets each connector's per-user limit (messages per minute), keyed `kind:id`. A reload
+    /// starts counting afresh, which forgives at most one minute's allowance.
+    pub fn set_user_limits(&self, limits: &[(String, u32)]) {
+        let next = limits
+            .iter()
+            .filter_map(|(key, per_minute)| {
+                let quota = Quota::per_minute(NonZeroU32::new(*per_minute)?);
+                Some((key.clone(), Arc::new(RateLimiter::keyed(quota))))
+            })
+            .collect();
+        self.user_limits.store(Arc::new(next));
+    }
+
+    /// Forgets users idle long enough to be back at a full allowance, so the limiter maps
+    /// stay bounded.
+    pub fn prune_limiters(&self) {
+        for limiter in self.user_limits.load().values() {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    fn check_user(&self, channel: &ChannelRef, user: &str) -> Result<(), AcceptError> {
+        let limits = self.user_limits.load();
+        let key = format!("{}:{}", channel.kind, channel.connector_id);
+        let Some(limiter) = limits.get(&key) else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&user.to_owned())
+            .map_err(|not_until| AcceptError::RateLimited {
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })
+    }
+
+    fn stripe(&self, conversation_id: &str) -> &Mutex<()> {
+        let index = self.hasher.hash_one(conversation_id) as usize % STRIPES;
+        &self.stripes[index]
+    }
+
+    async fn publish_envelope(
+        &self,
+        channel: &ChannelRef,
+        conversation_id: &str,
+        envelope_id: &str,
+        message: InboundMessage,
+    ) -> Result<crate::durable::Outcome, AcceptError> {
+        let policy = self.policy.load();
+        let decision = policy.decide(&Subject {
+            channel: &channel.kind,
+            conversation_id,
+            customer_id: message.customer_id.as_deref(),
+            tier_override: None,
+            text: message.content.searchable_text(),
+        });
+        let received_at = OffsetDateTime::now_utc();
+        let pending = {
+            let _in_order = self.stripe(conversation_id).lock().await;
+            let sequence =
+                self.sequences.next(conversation_id).await.map_err(|e| {
+                    AcceptError::Unavailable(format!("cannot number the message: {e}"))
+                })?;
+            let envelope = Envelope {
+                schema: ENVELOPE_SCHEMA.to_owned(),
+                id: envelope_id.to_owned(),
+                conversation_id: conversation_id.to_owned(),
+                sequence,
+                channel: channel.clone(),
+                sender: Sender {
+                    channel_user_id: message.channel_user_id,
+                    customer_id: message.customer_id,
+                    tier: decision.tier.clone(),
+                    display_name: message.display_name,
+                    phone: message.phone,
+                },
+                received_at,
+                content: message.content,
+                intent: None,
+                entities: Vec::new(),
+                flags: Vec::new(),
+                route: Route {
+                    skill: decision.skill,
+                    tier: decision.tier,
+                    queue_key: decision.queue_key.clone(),
+                    priority: decision.priority,
+                    rule: decision.rule,
+                    reason: Some(decision.reason),
+                },
+                dedupe_key: message.dedupe_key,
+                raw: message.raw,
+            };
+            let body = serde_json::to_string(&envelope)
+                .map_err(|e| AcceptError::Unavailable(format!("cannot encode envelope: {e}")))?;
+            let outgoing = OutgoingMessage {
+                exchange: self.exchanges.inbound.clone(),
+                routing_key: decision.queue_key,
+                message_id: envelope_id.to_owned(),
+                priority: Some(decision.priority),
+                headers: vec![
+                    ("x-schema".into(), ENVELOPE_SCHEMA.into()),
+                    ("x-channel".into(), channel.kind.clone()),
+                    ("x-connector-id".into(), channel.connector_id.clone()),
+                    ("x-conversation-id".into(), conversation_id.to_owned()),
+                    ("x-sequence".into(), sequence.to_string()),
+                ],
+                body,
+                mandatory: true,
+            };
+            self.publisher
+                .enqueue(outgoing, "inbound")
+                .await
+                .map_err(|e| AcceptError::Unavailable(e.to_string()))?
+        };
+        pending
+            .outcome()
+            .await
+            .map_err(|e| AcceptError::Unavailable(e.to_string()))
+    }
+}
+
+#[async_trait]
+impl InboundSink for Pipeline {
+    async fn accept(
+        &self,
+        channel: &ChannelRef,
+        message: InboundMessage,
+    ) -> Result<Accepted, AcceptError> {
+        let conversation = ConversationId::new(
+            &channel.kind,
+            &channel.connector_id,
+            &message.channel_user_id,
+        );
+        let conversation_id = conversation.to_string();
+        self.check_user(channel, &message.channel_user_id)?;
+        if !self.publisher.can_accept(4096) {
+            return Err(AcceptError::Unavailable(
+                "broker unavailable and spool full".into(),
+            ));
+        }
+
+        let envelope_id = ulid::Ulid::new().to_string();
+        let dedupe_key = format!("dedupe:{conversation_id}:{}", message.dedupe_key);
+        let claimed = match dedupe::claim(self.kv.as_ref(), &dedupe_key, &envelope_id).await {
+            Ok(dedupe::Claim::New) => true,
+            Ok(dedupe::Claim::Done(first)) => {
+                Metrics::count(
+                    &self.metrics.accepted,
+                    &channel.kind,
+                    &channel.connector_id,
+                    "duplicate",
+                );
+                return Ok(Accepted {
+                    envelope_id: first,
+                    duplicate: true,
+                });
+            }
+            Ok(dedupe::Claim::InProgress) => {
+                return Err(AcceptError::Unavailable(
+                    "the same message is being accepted right now, retry".into(),
+                ));
+            }
+            Err(err) => {
+                // Without the shared store a duplicate may slip through; losing the message
+                // instead would be worse.
+                self.metrics
+                    .kv_errors
+                    .get_or_create(&crate::metrics::OutcomeLabels {
+                        outcome: "dedupe_skipped".into(),
+                    })
+                    .inc();
+                tracing::warn!(error = %err, "dedupe store unavailable, accepting without dedupe");
+                false
+            }
+        };
+
+        match self
+            .publish_envelope(channel, &conversation_id, &envelope_id, message)
+            .await
+        {
+            Ok(outcome) => {
+                if claimed
+                    && let Err(err) = dedupe::complete(
+                        self.kv.as_ref(),
+                        &dedupe_key,
+                        &envelope_id,
+                        self.dedupe_ttl,
+                    )
+                    .await
+                {
+                    tracing::warn!(error = %err, "cannot record dedupe key");
+                }
+                Metrics::count(
+                    &self.metrics.accepted,
+                    &channel.kind,
+                    &channel.connector_id,
+                    outcome.as_str(),
+                );
+                tracing::debug!(
+                    channel = %channel.kind,
+                    connector = %channel.connector_id,
+                    envelope_id,
+                    outcome = outcome.as_str(),
+                    "message accepted"
+                );
+                Ok(Accepted {
+                    envelope_id,
+                    duplicate: false,
+                })
+            }
+            Err(err) => {
+                if claimed {
+                    let _ = dedupe::release(self.kv.as_ref(), &dedupe_key, &envelope_id).await;
+                }
+                Metrics::count(
+                    &self.metrics.rejections,
+                    &channel.kind,
+                    &channel.connector_id,
+                    "unavailable",
+                );
+                tracing::warn!(channel = %channel.kind, connector = %channel.connector_id, error = %err, "message not accepted");
+                Err(err)
+            }
+        }
+    }
+
+    async fn report(&self, channel: &ChannelRef, mut event: Event) -> Result<(), AcceptError> {
+        event
+            .data
+            .entry("channel")
+            .or_insert_with(|| channel.kind.clone().into());
+        event
+            .data
+            .entry("connector_id")
+            .or_insert_with(|| channel.connector_id.clone().into());
+        let body = serde_json::to_string(&event)
+            .map_err(|e| AcceptError::Unavailable(format!("cannot encode event: {e}")))?;
+        let mut headers = vec![
+            ("x-schema".to_owned(), EVENT_SCHEMA.to_owned()),
+            ("x-channel".to_owned(), channel.kind.clone()),
+            ("x-connector-id".to_owned(), channel.connector_id.clone()),
+        ];
+        if let Some(conversation) = &event.conversation_id {
+            headers.push(("x-conversation-id".to_owned(), conversation.clone()));
+        }
+        let outgoing = OutgoingMessage {
+            exchange: self.exchanges.events.clone(),
+            routing_key: event.kind.clone(),
+            message_id: event.id.clone(),
+            priority: None,
+            headers,
+            body,
+            mandatory: false,
+        };
+        self.publisher
+            .send(outgoing, "events")
+            .await
+            .map(|_| ())
+            .map_err(|e| AcceptError::Unavailable(e.to_string()))
+    }
+}

@@ -1,0 +1,106 @@
+//! What every connector route passes through: counting, the connector-wide rate limit, the
+//! body limit, and one log line and metric per refused request.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use switchboard_sdk::webhook::RejectedBecause;
+use switchboard_sdk::{ChannelRef, ConnectorLimits, RejectReason, Rejection};
+
+use crate::metrics::{ConnectorLabels, Metrics};
+
+/// One connector's gate.
+pub struct Gate {
+    labels: ConnectorLabels,
+    limiter: DefaultDirectRateLimiter,
+    max_body_bytes: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Gate {
+    /// The gate for `channel` with its `limits`.
+    pub fn new(channel: &ChannelRef, limits: &ConnectorLimits, metrics: Arc<Metrics>) -> Self {
+        let per_second = NonZeroU32::new(limits.inbound_per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.inbound_burst).unwrap_or(NonZeroU32::MIN);
+        Self {
+            labels: ConnectorLabels {
+                channel: channel.kind.clone(),
+                connector: channel.connector_id.clone(),
+            },
+            limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
+            max_body_bytes: limits.max_body_bytes,
+            metrics,
+        }
+    }
+
+    fn refused(&self, reason: RejectReason, detail: &str) {
+        Metrics::count(
+            &self.metrics.rejections,
+            &self.labels.channel,
+            &self.labels.connector,
+            reason.as_str(),
+        );
+        tracing::info!(
+            channel = %self.labels.channel,
+            connector = %self.labels.connector,
+            reason = reason.as_str(),
+            detail,
+            "request refused"
+        );
+    }
+}
+
+/// The middleware.
+pub async fn gate(State(gate): State<Arc<Gate>>, request: Request<Body>, next: Next) -> Response {
+    gate.metrics.requests.get_or_create(&gate.labels).inc();
+    if gate.limiter.check().is_err() {
+        let rejection = Rejection {
+            retry_after_secs: Some(1),
+            ..Rejection::new(RejectReason::RateLimited, "connector request rate exceeded")
+        };
+        gate.refused(rejection.reason, &rejection.detail);
+        return strip(rejection.into_response());
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > gate.max_body_bytes) {
+        let rejection = Rejection::new(
+            RejectReason::Oversize,
+            format!("body larger than {} bytes", gate.max_body_bytes),
+        );
+        gate.refused(rejection.reason, &rejection.detail);
+        return strip(rejection.into_response());
+    }
+    let response = next.run(request).await;
+    if let Some(because) = response.extensions().get::<RejectedBecause>() {
+        gate.refused(because.reason, &because.detail);
+        return strip(response);
+    }
+    // Refusals that did not come through a connector's Rejection (axum's own extractors).
+    let reason = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => Some(RejectReason::Oversize),
+        StatusCode::BAD_REQUEST
+        | StatusCode::UNPROCESSABLE_ENTITY
+        | StatusCode::UNSUPPORTED_MEDIA_TYPE => Some(RejectReason::Malformed),
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        gate.refused(reason, "refused by the request parser");
+    }
+    response
+}
+
+/// The extension has done its job once counted.
+fn strip(mut response: Response) -> Response {
+    response.extensions_mut().remove::<RejectedBecause>();
+    response
+}
