@@ -20,6 +20,9 @@ const PAD_BLOCK: usize = 32;
 const RANDOM_LEN: usize = 16;
 /// Random prefix plus the length field.
 const HEADER_LEN: usize = RANDOM_LEN + 4;
+/// Longest message length taken as genuine when telling truncation from a wrong key (a
+/// wrong key gives a uniformly random u32, below this once in 65536).
+const PLAUSIBLE_MESSAGE_LEN: usize = 64 * 1024;
 
 /// Real EncodingAESKeys carry non-zero bits past the 256 used, which strict decoders
 /// (including base64's STANDARD engine) refuse.
@@ -91,9 +94,12 @@ pub enum FrameError {
     /// The PKCS#7 padding is not `n` bytes of value `n` with `n` in 1..=32.
     #[error("invalid padding")]
     Padding,
-    /// The frame is shorter than its header or than its length field says.
-    #[error("frame is shorter than its length field says")]
-    Truncated,
+    /// The frame is shorter than its header, or than its length field says (`claimed`).
+    #[error("frame is shorter than its length field says ({claimed} bytes)")]
+    Truncated {
+        /// The message length the frame claims.
+        claimed: usize,
+    },
     /// The message or the app id is not UTF-8.
     #[error("frame content is not utf-8")]
     NotUtf8,
@@ -177,25 +183,31 @@ fn decode_ciphertext(encrypt: &str) -> Result<Vec<u8>, FrameError> {
 }
 
 fn parse_frame(plain: &[u8]) -> Result<Frame, FrameError> {
-    let pad = *plain.last().ok_or(FrameError::Padding)? as usize;
-    if !(1..=PAD_BLOCK).contains(&pad) || pad > plain.len() {
+    if plain.len() < HEADER_LEN + 1 {
+        return Err(FrameError::Truncated { claimed: 0 });
+    }
+    let mut random = [0u8; RANDOM_LEN];
+    random.copy_from_slice(&plain[..RANDOM_LEN]);
+    let mut len_bytes = [0u8; 4];
+    len_bytes.copy_from_slice(&plain[RANDOM_LEN..HEADER_LEN]);
+    let msg_len = u32::from_be_bytes(len_bytes) as usize;
+    // The length is checked before the padding: CBC decrypts the first block right even when
+    // the tail is cut off, so a plausible length with missing data means truncation, while a
+    // wrong key yields an absurd length.
+    if HEADER_LEN.saturating_add(msg_len) >= plain.len() {
+        return Err(FrameError::Truncated { claimed: msg_len });
+    }
+    let pad = plain[plain.len() - 1] as usize;
+    if !(1..=PAD_BLOCK).contains(&pad) {
         return Err(FrameError::Padding);
     }
     let (body, padding) = plain.split_at(plain.len() - pad);
     if padding.iter().any(|b| *b as usize != pad) {
         return Err(FrameError::Padding);
     }
-    if body.len() < HEADER_LEN {
-        return Err(FrameError::Truncated);
-    }
-    let mut random = [0u8; RANDOM_LEN];
-    random.copy_from_slice(&body[..RANDOM_LEN]);
-    let mut len_bytes = [0u8; 4];
-    len_bytes.copy_from_slice(&body[RANDOM_LEN..HEADER_LEN]);
-    let msg_len = u32::from_be_bytes(len_bytes) as usize;
-    let rest = &body[HEADER_LEN..];
+    let rest = body.get(HEADER_LEN..).unwrap_or_default();
     if msg_len > rest.len() {
-        return Err(FrameError::Truncated);
+        return Err(FrameError::Truncated { claimed: msg_len });
     }
     let (message, receive_id) = rest.split_at(msg_len);
     let message = std::str::from_utf8(message).map_err(|_| FrameError::NotUtf8)?;
@@ -213,7 +225,7 @@ pub enum DecryptError {
     /// `msg_signature` does not match token, timestamp, nonce and `Encrypt`.
     #[error("msg_signature does not match")]
     BadSignature,
-    /// `Encrypt` cannot be a ciphertext at all (not base64, cut short, misaligned).
+    /// `Encrypt` cannot be a ciphertext at all (not base64, misaligned) or was cut short.
     #[error("malformed ciphertext: {0}")]
     MalformedCiphertext(FrameError),
     /// No configured key turns the ciphertext into a valid frame: a wrong or rotated key.
@@ -274,7 +286,7 @@ impl MessageCrypt {
             return Err(DecryptError::BadSignature);
         }
         decode_ciphertext(encrypt).map_err(DecryptError::MalformedCiphertext)?;
-        let mut last = FrameError::Padding;
+        let mut errors = Vec::with_capacity(self.keys.len());
         for (key_index, key) in self.keys.iter().enumerate() {
             match key.decrypt(encrypt) {
                 Ok(frame) => {
@@ -288,10 +300,19 @@ impl MessageCrypt {
                 Err(err) if err.is_shape_error() => {
                     return Err(DecryptError::MalformedCiphertext(err));
                 }
-                Err(err) => last = err,
+                Err(err) => errors.push(err),
             }
         }
-        Err(DecryptError::WrongKey(last))
+        // Only once every key failed: a plausible length under some key means the right key
+        // met a cut-off ciphertext.
+        if let Some(cut) = errors.iter().find(
+            |e| matches!(e, FrameError::Truncated { claimed } if *claimed > 0 && *claimed <= PLAUSIBLE_MESSAGE_LEN),
+        ) {
+            return Err(DecryptError::MalformedCiphertext(cut.clone()));
+        }
+        Err(DecryptError::WrongKey(
+            errors.pop().unwrap_or(FrameError::Padding),
+        ))
     }
 
     /// Seals a reply with key `key_index` and a fresh random prefix, as the four-element
@@ -328,5 +349,115 @@ impl MessageCrypt {
             timestamp,
             crate::passive::cdata(nonce),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(msg: &[u8], appid: &[u8], pad: Option<Vec<u8>>) -> Vec<u8> {
+        let mut f = b"0123456789abcdef".to_vec();
+        f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        f.extend_from_slice(msg);
+        f.extend_from_slice(appid);
+        let pad = pad.unwrap_or_else(|| {
+            let n = PAD_BLOCK - f.len() % PAD_BLOCK;
+            vec![n as u8; n]
+        });
+        f.extend_from_slice(&pad);
+        f
+    }
+
+    #[test]
+    fn keys_must_be_43_alphanumerics() {
+        assert_eq!(
+            AesKey::from_encoding_aes_key("abc"),
+            Err(KeyError::Length(3))
+        );
+        assert_eq!(
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEF+"),
+            Err(KeyError::Alphabet)
+        );
+        assert!(
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").is_ok()
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG")
+                    .unwrap()
+            ),
+            "AesKey(****)"
+        );
+    }
+
+    #[test]
+    fn frames_are_checked_field_by_field() {
+        assert!(parse_frame(&frame(b"<xml/>", b"wx1", None)).is_ok());
+        let cases: Vec<(Vec<u8>, FrameError)> = vec![
+            (frame(b"<xml/>", b"wx1", Some(vec![0])), FrameError::Padding),
+            (
+                frame(b"<xml/>", b"wx1", Some(vec![33; 33])),
+                FrameError::Padding,
+            ),
+            (
+                frame(b"<xml/>", b"wx1", Some(vec![7, 3, 3])),
+                FrameError::Padding,
+            ),
+            (frame(b"\xff\xfe", b"wx1", None), FrameError::NotUtf8),
+            (frame(b"ok", b"\xff", None), FrameError::NotUtf8),
+            (b"short".to_vec(), FrameError::Truncated { claimed: 0 }),
+        ];
+        for (bytes, expected) in cases {
+            assert_eq!(parse_frame(&bytes), Err(expected));
+        }
+        // A length field that runs past the data.
+        let mut long = frame(b"<xml/>", b"wx1", None);
+        long[16..20].copy_from_slice(&1000u32.to_be_bytes());
+        assert_eq!(
+            parse_frame(&long),
+            Err(FrameError::Truncated { claimed: 1000 })
+        );
+        // A length field that reaches into the padding.
+        let mut into_pad = frame(b"<xml/>", b"", None);
+        let claimed = (into_pad.len() - 21) as u32;
+        into_pad[16..20].copy_from_slice(&claimed.to_be_bytes());
+        assert!(matches!(
+            parse_frame(&into_pad),
+            Err(FrameError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn an_aligned_frame_gets_a_whole_padding_block() {
+        let key =
+            AesKey::from_encoding_aes_key("abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG").unwrap();
+        // 20 + 26 + 18 = 64: aligned, so 32 bytes of padding follow.
+        let encrypt = key.encrypt(
+            &[b'r'; 16],
+            "success-abcdefghijklmnopqr",
+            "wx2c2769f8efd9abc2",
+        );
+        let bytes = STANDARD.decode(&encrypt).unwrap();
+        assert_eq!(bytes.len(), 96);
+        assert_eq!(
+            key.decrypt(&encrypt).unwrap().message,
+            "success-abcdefghijklmnopqr"
+        );
+    }
+
+    #[test]
+    fn signature_parts_are_sorted_as_a_list() {
+        // Equal timestamp and nonce must both count (a set would drop one).
+        assert_eq!(signature(&["b", "a", "a"]), signature(&["a", "a", "b"]));
+        assert_ne!(signature(&["a", "a", "b"]), signature(&["a", "b"]));
+        let sig = signature(&["t", "1", "2"]);
+        assert!(verify_signature(
+            &["t", "1", "2"],
+            &sig.to_ascii_uppercase()
+        ));
+        assert!(!verify_signature(&["t", "1", "2"], &sig[..39]));
+        assert!(!verify_signature(&["t", "1", "2"], ""));
     }
 }
