@@ -69,14 +69,20 @@ impl Element {
     }
 
     /// The element as JSON: a leaf is its text, a container an object of its children
-    /// (keys in snake_case, repeated children as an array).
+    /// (keys in snake_case, repeated children as an array). WeChat's list elements (`item`,
+    /// `List`) are arrays even when they hold one entry, so consumers see one shape.
     pub fn to_json(&self) -> Value {
         if self.children.is_empty() {
             return Value::String(self.text.clone());
         }
         let mut map = Map::new();
         for child in &self.children {
-            insert_repeatable(&mut map, snake_case(&child.name), child.to_json());
+            let key = snake_case(&child.name);
+            if matches!(key.as_str(), "item" | "list") && !map.contains_key(&key) {
+                map.insert(key, Value::Array(vec![child.to_json()]));
+            } else {
+                insert_repeatable(&mut map, key, child.to_json());
+            }
         }
         Value::Object(map)
     }
