@@ -112,7 +112,8 @@ pub fn plain_query(timestamp: &str, nonce: &str) -> String {
 /// A plaintext text message from [`OPENID`].
 pub fn text_xml(create_time: i64, msg_id: u64, text: &str) -> String {
     format!(
-        "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName><CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{text}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+        "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><FromUserName><![CDATA[{OPENID}]]></FromUserName><CreateTime>{create_time}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content>{}</Content><MsgId>{msg_id}</MsgId></xml>",
+        switchboard_connector_wechat::passive::cdata(text)
     )
 }
 
@@ -127,4 +128,41 @@ pub async fn open_window(connector: &Arc<WechatConnector>) {
     .await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "success"));
     assert_eq!(sink.accepted().len(), 1);
+}
+
+/// A safe-mode push of `inner` (plaintext XML) at `timestamp` with `nonce`, sealed with the
+/// EncodingAESKey `key` for `app_id`: the query (with both signatures) and the body.
+pub fn safe_push_with(
+    key: &str,
+    app_id: &str,
+    timestamp: &str,
+    nonce: &str,
+    inner: &str,
+) -> (String, String) {
+    use switchboard_connector_wechat::crypto::AesKey;
+    let aes = AesKey::from_encoding_aes_key(key).unwrap();
+    let encrypt = aes.encrypt(b"0123456789abcdef", inner, app_id);
+    let signature = signature(&[TOKEN, timestamp, nonce]);
+    let msg_signature = signature_of(&[TOKEN, timestamp, nonce, &encrypt]);
+    let uri = format!(
+        "/?signature={signature}&timestamp={timestamp}&nonce={nonce}&openid={OPENID}&encrypt_type=aes&msg_signature={msg_signature}"
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[{ACCOUNT}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    (uri, body)
+}
+
+fn signature_of(parts: &[&str]) -> String {
+    signature(parts)
+}
+
+/// [`safe_push_with`] with the sample key and app id.
+pub fn safe_push(timestamp: &str, nonce: &str, inner: &str) -> (String, String) {
+    safe_push_with(AES_KEY, APP_ID, timestamp, nonce, inner)
+}
+
+/// Now, as unix seconds text.
+pub fn now() -> String {
+    time::OffsetDateTime::now_utc().unix_timestamp().to_string()
 }
