@@ -557,3 +557,70 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_file {
+    use std::sync::Arc;
+
+    use serde::Deserialize;
+    use switchboard_sdk::{ConnectorContext, ConnectorFactory, Secret};
+
+    use super::*;
+    use crate::connector::SmsFactory;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        connectors: Connectors,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Connectors {
+        sms: Vec<SmsConfig>,
+    }
+
+    /// The shipped config.toml parses, and builds once its secrets are resolvable.
+    #[test]
+    fn the_example_config_parses_and_builds() {
+        let text = include_str!("../config.toml");
+        let file: File = match toml::from_str(text) {
+            Ok(file) => file,
+            Err(err) => panic!("config.toml: {err}"),
+        };
+        let [mut twilio, mut generic] = match <[SmsConfig; 2]>::try_from(file.connectors.sms) {
+            Ok(both) => both,
+            Err(all) => panic!("expected two tables, got {}", all.len()),
+        };
+        assert_eq!(twilio.provider, ProviderKind::Twilio);
+        assert_eq!(generic.provider, ProviderKind::Generic);
+
+        // As shipped, the secrets point at a variable and a file this machine lacks: the
+        // build names exactly those keys.
+        let context = ConnectorContext::in_memory();
+        let err = SmsFactory::build(&twilio, &context).err().map(|e| e.0);
+        let keys: Vec<String> = err.unwrap_or_default().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["twilio.auth_token_env"]);
+        let err = SmsFactory::build(&generic, &context).err().map(|e| e.0);
+        let keys: Vec<String> = err.unwrap_or_default().into_iter().map(|p| p.key).collect();
+        assert_eq!(keys, ["generic.signing_key_file"]);
+
+        if let Some(t) = twilio.twilio.as_mut() {
+            t.auth_token_env = None;
+            t.auth_token = Some(Secret::new("token"));
+        }
+        if let Some(g) = generic.generic.as_mut() {
+            g.signing_key_file = None;
+            g.signing_key = Some(Secret::new("key"));
+        }
+        for config in [&twilio, &generic] {
+            let built: Result<Arc<dyn switchboard_sdk::Connector>, _> =
+                SmsFactory::build(config, &context);
+            match built {
+                Ok(connector) => assert_eq!(connector.id(), config.id),
+                Err(err) => panic!("{}: {:?}", config.id, err.0),
+            }
+        }
+        assert!(twilio.validate().is_ok_and(|s| s.quiet_hours.is_some()));
+    }
+}
