@@ -12,11 +12,11 @@ const LEASE: Duration = Duration::from_secs(600);
 /// The state of a reply id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    /// Ours to send.
-    Ours,
+    /// Ours to send; the token releases it.
+    Ours(String),
     /// Already handled; the recorded outcome event (JSON), possibly empty.
     Done(String),
-    /// Being sent by another consumer right now.
+    /// Being sent by another delivery right now.
     InProgressElsewhere,
 }
 
@@ -33,7 +33,7 @@ impl ReplyClaims {
         Self {
             kv,
             ttl,
-            owner: format!("p:{instance}:{}", ulid::Ulid::new()),
+            owner: format!("p:{instance}"),
         }
     }
 
@@ -41,27 +41,20 @@ impl ReplyClaims {
         format!("reply:{reply_id}")
     }
 
-    /// Claims `reply_id` for sending.
+    /// Claims `reply_id` for sending. Each claim has its own token, so two deliveries of
+    /// one id on the same instance exclude each other too.
     pub async fn claim(&self, reply_id: &str) -> Result<Claim, KvError> {
         let key = Self::key(reply_id);
-        if self
-            .kv
-            .set_if_absent(&key, self.owner.as_bytes(), LEASE)
-            .await?
-        {
-            return Ok(Claim::Ours);
+        let token = format!("{}:{}", self.owner, ulid::Ulid::new());
+        if self.kv.set_if_absent(&key, token.as_bytes(), LEASE).await? {
+            return Ok(Claim::Ours(token));
         }
         let value = self.kv.get(&key).await?.unwrap_or_default();
         let value = String::from_utf8_lossy(&value);
-        if let Some(event) = value.strip_prefix("d:") {
-            return Ok(Claim::Done(event.to_owned()));
+        match value.strip_prefix("d:") {
+            Some(event) => Ok(Claim::Done(event.to_owned())),
+            None => Ok(Claim::InProgressElsewhere),
         }
-        if value == self.owner {
-            // Our own earlier attempt was interrupted (requeued at shutdown of a consumer
-            // channel); it is ours again.
-            return Ok(Claim::Ours);
-        }
-        Ok(Claim::InProgressElsewhere)
     }
 
     /// Records the outcome of `reply_id`.
@@ -80,10 +73,10 @@ impl ReplyClaims {
     }
 
     /// Gives up a claim without an outcome, so a redelivery can send.
-    pub async fn release(&self, reply_id: &str) {
+    pub async fn release(&self, reply_id: &str, token: &str) {
         let _ = self
             .kv
-            .delete_if_equals(&Self::key(reply_id), self.owner.as_bytes())
+            .delete_if_equals(&Self::key(reply_id), token.as_bytes())
             .await;
     }
 }
@@ -98,13 +91,22 @@ mod tests {
         let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
         let a = ReplyClaims::new(kv.clone(), Duration::from_secs(60), "a");
         let b = ReplyClaims::new(kv, Duration::from_secs(60), "b");
-        assert_eq!(a.claim("r1").await.unwrap(), Claim::Ours);
+        assert!(matches!(a.claim("r1").await.unwrap(), Claim::Ours(_)));
         assert_eq!(b.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
+        assert_eq!(
+            a.claim("r1").await.unwrap(),
+            Claim::InProgressElsewhere,
+            "even for its owner"
+        );
         a.complete("r1", "{}").await;
         assert_eq!(b.claim("r1").await.unwrap(), Claim::Done("{}".into()));
 
-        assert_eq!(a.claim("r2").await.unwrap(), Claim::Ours);
-        a.release("r2").await;
-        assert_eq!(b.claim("r2").await.unwrap(), Claim::Ours);
+        let Claim::Ours(token) = a.claim("r2").await.unwrap() else {
+            panic!("r2 is new")
+        };
+        a.release("r2", "someone else's token").await;
+        assert_eq!(b.claim("r2").await.unwrap(), Claim::InProgressElsewhere);
+        a.release("r2", &token).await;
+        assert!(matches!(b.claim("r2").await.unwrap(), Claim::Ours(_)));
     }
 }

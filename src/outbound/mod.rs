@@ -194,17 +194,22 @@ impl Dispatcher {
                     .await;
             }
         };
-        let claim = loop {
+        let token = loop {
             match self.claims.claim(&reply.id).await {
+                Ok(Claim::Ours(token)) => break token,
                 Ok(Claim::InProgressElsewhere) => {
-                    // Another consumer is sending this id; wait for its outcome rather than
-                    // sending twice.
+                    // Another delivery of this id is being sent; wait for its outcome rather
+                    // than sending twice.
                     tokio::select! {
                         _ = shutdown.cancelled() => return Settle::Requeue,
                         _ = tokio::time::sleep(Duration::from_millis(250)) => continue,
                     }
                 }
-                Ok(claim) => break claim,
+                Ok(Claim::Done(recorded_event)) => {
+                    return self
+                        .duplicate(delivery, &conversation, &recorded_event)
+                        .await;
+                }
                 Err(err) => {
                     tracing::warn!(error = %err, "reply dedupe store unavailable, sending without it");
                     self.metrics
@@ -213,33 +218,15 @@ impl Dispatcher {
                             outcome: "reply_dedupe_skipped".into(),
                         })
                         .inc();
-                    break Claim::Ours;
+                    break String::new();
                 }
             }
         };
-        if let Claim::Done(recorded_event) = claim {
-            Metrics::count(
-                &self.metrics.deliveries,
-                &conversation.kind,
-                &conversation.connector_id,
-                "duplicate",
-            );
-            if delivery.redelivered && !recorded_event.is_empty() {
-                // We may have died between sending and reporting: report (again, same event
-                // id) so the helpdesk surely hears the outcome.
-                if let Ok(event) = serde_json::from_str::<Event>(&recorded_event)
-                    && self.publish_event(event).await.is_err()
-                {
-                    return Settle::Requeue;
-                }
-            }
-            return Settle::Ack;
-        }
 
         let event = match self.deliver(&reply, &conversation, shutdown).await {
             Some(event) => event,
             None => {
-                self.claims.release(&reply.id).await;
+                self.claims.release(&reply.id, &token).await;
                 return Settle::Requeue;
             }
         };
@@ -249,6 +236,30 @@ impl Dispatcher {
             Ok(()) => Settle::Ack,
             Err(()) => Settle::Requeue,
         }
+    }
+
+    async fn duplicate(
+        &self,
+        delivery: &Delivery,
+        conversation: &ConversationId,
+        recorded_event: &str,
+    ) -> Settle {
+        Metrics::count(
+            &self.metrics.deliveries,
+            &conversation.kind,
+            &conversation.connector_id,
+            "duplicate",
+        );
+        if delivery.redelivered && !recorded_event.is_empty() {
+            // We may have died between sending and reporting: report again (same event id)
+            // so the helpdesk surely hears the outcome.
+            if let Ok(event) = serde_json::from_str::<Event>(recorded_event)
+                && self.publish_event(event).await.is_err()
+            {
+                return Settle::Requeue;
+            }
+        }
+        Settle::Ack
     }
 
     /// Sends with retries; the event to report, or None when shutdown interrupted it before
