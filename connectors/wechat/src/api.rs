@@ -274,3 +274,69 @@ impl Api {
 fn excerpt(text: &str) -> String {
     text.chars().take(EXCERPT).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errcodes_are_classified_per_the_reference() {
+        type Check = Box<dyn Fn(&DeliveryError) -> bool>;
+        fn permanent(code: &'static str) -> Check {
+            Box::new(move |e| matches!(e, DeliveryError::Permanent { code: c, .. } if c == code))
+        }
+        let table: Vec<(i64, Check)> = vec![
+            (
+                -1,
+                Box::new(|e| {
+                    matches!(
+                        e,
+                        DeliveryError::Retryable {
+                            retry_after: Some(_),
+                            ..
+                        }
+                    )
+                }),
+            ),
+            (
+                45009,
+                Box::new(|e| {
+                    matches!(
+                        e,
+                        DeliveryError::RateLimited {
+                            retry_after: Some(_)
+                        }
+                    )
+                }),
+            ),
+            (
+                45011,
+                Box::new(|e| {
+                    matches!(
+                        e,
+                        DeliveryError::RateLimited {
+                            retry_after: Some(_)
+                        }
+                    )
+                }),
+            ),
+            (40001, Box::new(|e| e.is_retryable())),
+            (42001, Box::new(|e| e.is_retryable())),
+            (45015, (permanent("45015"))),
+            (45047, (permanent("45047"))),
+            (43004, (permanent("43004"))),
+            (40003, (permanent("40003"))),
+            (45002, (permanent("45002"))),
+            (12345, (permanent("12345"))),
+        ];
+        for (code, expected) in table {
+            let err = classify_errcode(code, "msg");
+            assert!(expected(&err), "{code}: {err:?}");
+        }
+        let text = classify_errcode(45015, "response out of time limit").to_string();
+        assert!(
+            text.contains("48-hour") && text.contains("response out of time limit"),
+            "{text}"
+        );
+    }
+}

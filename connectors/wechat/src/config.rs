@@ -599,3 +599,169 @@ impl AutoReply {
             && local.time() < self.close
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use switchboard_sdk::{ConnectorContext, ConnectorFactory};
+
+    use super::*;
+    use crate::WechatFactory;
+
+    #[derive(Deserialize)]
+    struct Connectors {
+        connectors: Tables,
+    }
+
+    #[derive(Deserialize)]
+    struct Tables {
+        wechat: Vec<WechatConfig>,
+    }
+
+    fn parse(text: &str) -> WechatConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    const MINIMAL: &str = "id = \"a\"\napp_id = \"wx1\"\napp_secret = \"s\"\ntoken = \"tok\"\n";
+
+    #[test]
+    fn the_example_parses_and_builds() {
+        let text = include_str!("../config.toml");
+        let parsed: Connectors = toml::from_str(text).unwrap();
+        let config = &parsed.connectors.wechat[0];
+        let connector = WechatFactory::build(config, &ConnectorContext::in_memory()).unwrap();
+        assert_eq!(connector.kind(), "wechat");
+        assert_eq!(connector.id(), "cs-main");
+        let settings = config.validate().unwrap();
+        assert!(settings.auto_reply.is_some() && settings.media_proxy.is_some());
+        assert!(settings.crypt.has_keys());
+        assert!(!settings.events_to_agents.contains("location"));
+    }
+
+    #[test]
+    fn defaults_are_as_documented() {
+        let settings = parse(MINIMAL).validate().unwrap();
+        assert_eq!(settings.api_base, DEFAULT_API_BASE);
+        assert_eq!(settings.token_endpoint, TokenEndpoint::StableToken);
+        assert!(settings.auto_reply.is_none() && settings.media_proxy.is_none());
+        assert!(!settings.crypt.has_keys());
+        assert!(settings.timestamp_window_secs.is_none());
+        assert!(!settings.keep_raw);
+        let expected: BTreeSet<String> = DEFAULT_EVENTS_TO_AGENTS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(settings.events_to_agents, expected);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(toml::from_str::<WechatConfig>(&format!("{MINIMAL}colour = 1")).is_err());
+        assert!(
+            toml::from_str::<WechatConfig>(&format!("{MINIMAL}[auto_reply]\ncolour = 1")).is_err()
+        );
+        assert!(
+            toml::from_str::<WechatConfig>(&format!("{MINIMAL}token_endpoint = \"magic\""))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            id = "Bad Id"
+            app_id = " "
+            app_secret = "s"
+            app_secret_env = "ALSO"
+            token = "x"
+            encoding_aes_key = "short"
+            previous_encoding_aes_key = "abcdefghijklmnopqrstuvwxyz0123456789ABCDEF!"
+            timestamp_window_secs = 0
+            api_base = "ftp://example"
+            kf_account = "nobody"
+            events_to_agents = ["click", " "]
+            [auto_reply]
+            subscribe_text = " "
+            business_hours_start = "9am"
+            business_hours_end = "25:00"
+            business_days = [0, 8]
+            utc_offset = "CST"
+            after_hours_repeat_secs = 0
+            [media_proxy]
+            enabled = true
+            signing_key = "short"
+            url_ttl_secs = 0
+            public_base_url = "cs.example.com"
+            [limits]
+            max_body_bytes = 0
+        "#;
+        let problems = parse(text).validate().unwrap_err();
+        let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        keys.sort_unstable();
+        let mut expected = vec![
+            "id",
+            "app_id",
+            "app_secret",
+            "token",
+            "encoding_aes_key",
+            "previous_encoding_aes_key",
+            "timestamp_window_secs",
+            "api_base",
+            "kf_account",
+            "events_to_agents.1",
+            "auto_reply.subscribe_text",
+            "auto_reply.business_hours_start",
+            "auto_reply.business_hours_end",
+            "auto_reply.business_days.0",
+            "auto_reply.business_days.1",
+            "auto_reply.utc_offset",
+            "auto_reply.after_hours_repeat_secs",
+            "media_proxy.signing_key",
+            "media_proxy.url_ttl_secs",
+            "media_proxy.public_base_url",
+            "limits.max_body_bytes",
+        ];
+        expected.sort_unstable();
+        assert_eq!(keys, expected, "{problems:#?}");
+        assert!(problems.iter().all(|p| !p.message.ends_with('.')));
+    }
+
+    #[test]
+    fn secrets_resolve_from_files_and_missing_ones_are_named() {
+        let dir = std::env::temp_dir().join(format!("sb-wechat-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("aes");
+        std::fs::write(&key, "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\n").unwrap();
+        let text = format!(
+            "id = \"a\"\napp_id = \"wx1\"\napp_secret = \"s\"\ntoken = \"tok\"\nencoding_aes_key_file = {:?}\n",
+            key.display().to_string()
+        );
+        assert!(parse(&text).validate().unwrap().crypt.has_keys());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let problems = parse("id = \"a\"\napp_id = \"wx1\"\n")
+            .validate()
+            .unwrap_err();
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["app_secret", "token"]);
+        let problems = parse(&format!(
+            "{MINIMAL}previous_encoding_aes_key = \"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG\""
+        ))
+        .validate()
+        .unwrap_err();
+        assert_eq!(problems[0].key, "previous_encoding_aes_key");
+    }
+
+    #[test]
+    fn business_hours_follow_the_offset_and_days() {
+        let config = parse(&format!(
+            "{MINIMAL}[auto_reply]\nafter_hours_text = \"closed\"\nbusiness_days = [1, 2, 3, 4, 5, 6]\nutc_offset = \"+08:00\""
+        ));
+        let auto = config.validate().unwrap().auto_reply.unwrap();
+        use time::macros::datetime;
+        assert!(auto.is_open(datetime!(2024-06-10 01:00 UTC))); // Monday 09:00 in +08:00
+        assert!(!auto.is_open(datetime!(2024-06-10 00:59 UTC)));
+        assert!(!auto.is_open(datetime!(2024-06-10 10:00 UTC))); // 18:00 local: closed
+        assert!(auto.is_open(datetime!(2024-06-15 05:00 UTC))); // Saturday 13:00
+        assert!(!auto.is_open(datetime!(2024-06-16 05:00 UTC))); // Sunday
+    }
+}

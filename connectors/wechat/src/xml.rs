@@ -271,7 +271,8 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_plain_wechat_document() {
-        let cases: &[(&[u8], fn(&XmlError) -> bool)] = &[
+        type Check = fn(&XmlError) -> bool;
+        let cases: &[(&[u8], Check)] = &[
             (
                 b"<!DOCTYPE xml [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><xml><A>&x;</A></xml>",
                 |e| matches!(e, XmlError::Doctype),

@@ -224,7 +224,8 @@ async fn errcodes_in_a_200_are_classified() {
     let fake = FakeWechat::start().await;
     let connector = ready(&fake, "").await;
     let to = recipient(OPENID);
-    let table: Vec<(i64, fn(&DeliveryError) -> bool)> = vec![
+    type Check = fn(&DeliveryError) -> bool;
+    let table: Vec<(i64, Check)> = vec![
         (
             -1,
             |e| matches!(e, DeliveryError::Retryable { code: Some(c), .. } if c == "-1"),

@@ -166,3 +166,11 @@ pub fn safe_push(timestamp: &str, nonce: &str, inner: &str) -> (String, String) 
 pub fn now() -> String {
     time::OffsetDateTime::now_utc().unix_timestamp().to_string()
 }
+
+/// Sends `request` through `router`; returns status and the body's bytes.
+pub async fn call_raw(router: &Router, request: Request<Body>) -> (StatusCode, Vec<u8>) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), 1 << 24).await.unwrap();
+    (status, bytes.to_vec())
+}
