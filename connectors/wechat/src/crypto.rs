@@ -136,8 +136,10 @@ impl AesKey {
         &self.0
     }
 
-    fn iv(&self) -> &[u8] {
-        &self.0[..16]
+    fn iv(&self) -> [u8; 16] {
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(&self.0[..16]);
+        iv
     }
 
     /// Encrypts `message` for `receive_id` with the given random prefix; returns base64.
@@ -154,16 +156,14 @@ impl AesKey {
         // Padding is mandatory: an aligned frame gets a whole block of 32 bytes of 0x20.
         let pad = PAD_BLOCK - frame.len() % PAD_BLOCK;
         frame.resize(frame.len() + pad, pad as u8);
-        let cipher = cbc::Encryptor::<Aes256>::new_from_slices(&self.0, self.iv())
-            .unwrap_or_else(|_| unreachable!("key is 32 bytes and iv 16"));
+        let cipher = cbc::Encryptor::<Aes256>::new(&self.0.into(), &self.iv().into());
         STANDARD.encode(cipher.encrypt_padded_vec_mut::<NoPadding>(&frame))
     }
 
     /// Decrypts a base64 `Encrypt` value into its frame, checking every length.
     pub fn decrypt(&self, encrypt: &str) -> Result<Frame, FrameError> {
         let ciphertext = decode_ciphertext(encrypt)?;
-        let cipher = cbc::Decryptor::<Aes256>::new_from_slices(&self.0, self.iv())
-            .unwrap_or_else(|_| unreachable!("key is 32 bytes and iv 16"));
+        let cipher = cbc::Decryptor::<Aes256>::new(&self.0.into(), &self.iv().into());
         let plain = cipher
             .decrypt_padded_vec_mut::<NoPadding>(&ciphertext)
             .map_err(|_| FrameError::Length(ciphertext.len()))?;
