@@ -179,7 +179,12 @@ impl TokenSource {
                 .set_if_absent(&self.lock_key(), lock_value.as_bytes(), LOCK_TTL)
                 .await?
             {
-                let fetched = self.fetch_and_publish().await;
+                // Another instance may have published and released between our read and
+                // our lock: look once more before fetching.
+                let fetched = match self.read_shared().await {
+                    Ok(Some((token, _))) if self.clock.unix_ms() < token.refresh_at_ms => Ok(token),
+                    _ => self.fetch_and_publish().await,
+                };
                 if let Err(err) = self
                     .kv
                     .delete_if_equals(&self.lock_key(), lock_value.as_bytes())
