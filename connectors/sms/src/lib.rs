@@ -9,6 +9,8 @@
 //! The modules [`twilio_signature`], [`hmac_webhook`], [`phone`] and [`schedule`] are
 //! public because the telephony connector shares them.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod connector;
 pub mod generic;

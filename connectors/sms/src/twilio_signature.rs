@@ -47,6 +47,26 @@ fn mac(auth_token: &[u8], url: &str, params: &[(String, String)]) -> Option<Hmac
     Some(mac)
 }
 
+/// `url` with its default port added when absent (`https://h/p` → `https://h:443/p`) or
+/// removed when present; `None` for a non-default port or an unknown scheme.
+fn with_other_port_form(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default = match scheme {
+        "https" => "443",
+        "http" => "80",
+        _ => return None,
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    // The port follows the last ':' outside an IPv6 literal's brackets.
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => {
+            (port == default).then(|| format!("{scheme}://{host}{tail}"))
+        }
+        _ => Some(format!("{scheme}://{authority}:{default}{tail}")),
+    }
+}
+
 /// The POST parameters of a form-encoded webhook, in the order they came.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FormParams(pub Vec<(String, String)>);
@@ -136,12 +156,13 @@ impl TwilioVerifier {
         };
         let params = FormParams::parse(body);
         let url = self.signed_url(route, uri);
-        if verify(
-            self.auth_token.expose().as_bytes(),
-            &url,
-            &params.0,
-            signature,
-        ) {
+        let token = self.auth_token.expose().as_bytes();
+        // Twilio signs the URL as configured at Twilio, which may or may not spell out the
+        // default port; its own validators accept both, and so does this.
+        let matches = verify(token, &url, &params.0, signature)
+            || with_other_port_form(&url)
+                .is_some_and(|other| verify(token, &other, &params.0, signature));
+        if matches {
             Ok(params)
         } else {
             Err(Rejection::new(
@@ -240,6 +261,54 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.reason, RejectReason::BadSignature);
         assert!(err.detail.contains("missing"), "{}", err.detail);
+    }
+
+    #[test]
+    fn the_default_port_may_be_spelled_out_or_not() {
+        let cases = [
+            (
+                "https://h.example/p?q=1",
+                Some("https://h.example:443/p?q=1"),
+            ),
+            ("https://h.example:443/p", Some("https://h.example/p")),
+            ("http://h.example/p", Some("http://h.example:80/p")),
+            ("http://h.example:80", Some("http://h.example")),
+            ("https://h.example:8443/p", None),
+            ("https://[::1]/p", Some("https://[::1]:443/p")),
+            ("ftp://h/p", None),
+        ];
+        for (url, other) in cases {
+            assert_eq!(with_other_port_form(url).as_deref(), other, "{url}");
+        }
+        let params = pairs(&[("Body", "hi")]);
+        let verifier = TwilioVerifier::new(Secret::new("t"), "https://sb.example.com/sms/main");
+        let signed_with_port =
+            compute(b"t", "https://sb.example.com:443/sms/main/inbound", &params);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HEADER,
+            HeaderValue::from_str(&signed_with_port).unwrap_or(HeaderValue::from_static("x")),
+        );
+        let uri: Uri = "/inbound".parse().unwrap_or_default();
+        assert!(
+            verifier
+                .verify_request("/inbound", &uri, &headers, b"Body=hi")
+                .is_ok()
+        );
+        let signed_other_port = compute(
+            b"t",
+            "https://sb.example.com:8443/sms/main/inbound",
+            &params,
+        );
+        headers.insert(
+            HEADER,
+            HeaderValue::from_str(&signed_other_port).unwrap_or(HeaderValue::from_static("x")),
+        );
+        assert!(
+            verifier
+                .verify_request("/inbound", &uri, &headers, b"Body=hi")
+                .is_err()
+        );
     }
 
     #[test]

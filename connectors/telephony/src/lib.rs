@@ -10,6 +10,8 @@
 //! (signed JSON both ways). The Twilio signature, the generic HMAC scheme, phone masking and
 //! the time windows come from `switchboard-connector-sms`.
 
+#![warn(missing_docs)]
+
 pub mod call;
 pub mod config;
 pub mod connector;
