@@ -187,6 +187,7 @@ pub fn route(
         customer_id: None,
         tier_override: tier,
         text: Some(text),
+        skill_hint: None,
     });
     if as_json {
         let value = json!({ "text": text, "channel": channel, "decision": decision });

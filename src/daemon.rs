@@ -51,12 +51,67 @@ struct Reloader {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     lock: tokio::sync::Mutex<()>,
+    request_timeout: Duration,
+    /// Settings a reload cannot change, as the daemon started with them.
+    restart_only: Vec<(&'static str, String)>,
+}
+
+/// Settings bound at start (listeners, broker and Redis links, names, the spool file): a
+/// reload that changes them is refused rather than half applied.
+fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("server.listen", config.server.listen.to_string()),
+        (
+            "server.admin_listen",
+            config.server.admin_listen.to_string(),
+        ),
+        (
+            "server.request_timeout_secs",
+            config.server.request_timeout_secs.to_string(),
+        ),
+        (
+            "broker.url",
+            config.broker.resolve_url().unwrap_or_default(),
+        ),
+        ("broker.prefix", config.broker.prefix.clone()),
+        (
+            "broker.confirm_timeout_ms",
+            config.broker.confirm_timeout_ms.to_string(),
+        ),
+        (
+            "spool",
+            format!(
+                "{:?}",
+                (
+                    &config.spool.path,
+                    config.spool.max_bytes,
+                    config.spool.drain_batch
+                )
+            ),
+        ),
+        (
+            "redis",
+            config
+                .redis
+                .as_ref()
+                .map(|r| format!("{:?} {}", r.resolve_url().ok(), r.key_prefix))
+                .unwrap_or_default(),
+        ),
+        ("outbound", format!("{:?}", config.outbound)),
+        ("pipeline", format!("{:?}", config.pipeline)),
+        ("daemon", format!("{:?}", config.daemon)),
+    ]
 }
 
 impl Reloader {
     fn apply_connectors(&self, connectors: Vec<Arc<dyn Connector>>) {
         let sink: Arc<dyn InboundSink> = self.pipeline.clone();
-        let router = server::connector_router(&connectors, sink, self.metrics.clone());
+        let router = server::connector_router(
+            &connectors,
+            sink,
+            self.request_timeout,
+            self.metrics.clone(),
+        );
         self.pipeline.set_user_limits(
             &connectors
                 .iter()
@@ -116,6 +171,18 @@ impl Reloader {
 
     async fn try_reload(&self) -> Result<String, String> {
         let loaded = config::load(&self.path).map_err(|e| e.to_string())?;
+        let changed: Vec<&str> = restart_only(&loaded.config)
+            .into_iter()
+            .zip(&self.restart_only)
+            .filter(|(new, old)| new.1 != old.1)
+            .map(|(new, _)| new.0)
+            .collect();
+        if !changed.is_empty() {
+            return Err(format!(
+                "{} cannot change without a restart; restart the daemon to apply them",
+                changed.join(", ")
+            ));
+        }
         let connectors = loaded
             .config
             .connectors
@@ -255,6 +322,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         tracker: tracker.clone(),
         shutdown: stop_http.clone(),
         lock: tokio::sync::Mutex::new(()),
+        request_timeout: Duration::from_secs(config.server.request_timeout_secs),
+        restart_only: restart_only(config),
     });
     reloader.apply_connectors(connectors);
 

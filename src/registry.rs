@@ -26,9 +26,9 @@ macro_rules! connector_registry {
         }
 
         /// The channel kinds compiled into this binary.
+        // Pushed one by one because each entry may be compiled out by its feature.
+        #[allow(unused_mut, clippy::vec_init_then_push)]
         pub fn kinds() -> Vec<&'static str> {
-            // Pushed one by one because each entry may be compiled out by its feature.
-            #[allow(unused_mut, clippy::vec_init_then_push)]
             let mut kinds = Vec::new();
             $( $(#[$cfg])* kinds.push(<$factory as ConnectorFactory>::KIND); )*
             kinds
@@ -53,6 +53,9 @@ macro_rules! connector_registry {
 
 connector_registry! {
     #[cfg(feature = "app")] app => switchboard_connector_app::AppConnectorFactory,
+    #[cfg(feature = "wechat")] wechat => switchboard_connector_wechat::WechatFactory,
+    #[cfg(feature = "sms")] sms => switchboard_connector_sms::SmsFactory,
+    #[cfg(feature = "telephony")] telephony => switchboard_connector_telephony::TelephonyFactory,
 }
 
 /// Channel kinds compiled in, as a static list for validation messages.

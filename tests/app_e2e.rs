@@ -36,9 +36,8 @@ async fn a_signed_message_arrives_on_its_agent_queue_with_every_contract_field()
     assert_eq!(status, 200);
 
     let conn = amqp().await;
-    let channel = conn.create_channel().await.unwrap();
-    let claims = take(&channel, &setup.queue("claims"), 1, WAIT).await;
-    let general = take(&channel, &setup.queue("general"), 1, WAIT).await;
+    let claims = take(&conn, &setup.queue("claims"), 1, WAIT).await;
+    let general = take(&conn, &setup.queue("general"), 1, WAIT).await;
     assert_eq!((claims.len(), general.len()), (1, 1));
 
     let m = &claims[0];
@@ -186,7 +185,7 @@ async fn bad_input_gets_its_status_publishes_nothing_and_is_counted() {
 
     let conn = amqp().await;
     let channel = conn.create_channel().await.unwrap();
-    let got = take(&channel, &setup.queue("general"), 3, WAIT).await;
+    let got = take(&conn, &setup.queue("general"), 3, WAIT).await;
     let ids: Vec<&str> = got
         .iter()
         .map(|m| m.body["dedupe_key"].as_str().unwrap())
@@ -248,7 +247,7 @@ async fn a_retried_message_is_published_once_and_answered_as_a_duplicate() {
 
     let conn = amqp().await;
     let channel = conn.create_channel().await.unwrap();
-    let got = take(&channel, &setup.queue("general"), 1, WAIT).await;
+    let got = take(&conn, &setup.queue("general"), 1, WAIT).await;
     assert_eq!(got.len(), 1);
     assert_eq!(
         depth(&channel, &setup.queue("general")).await,
@@ -278,8 +277,7 @@ async fn one_conversation_keeps_its_order_and_sequence_without_gaps() {
         assert_eq!(status, 200, "{answer}");
     }
     let conn = amqp().await;
-    let channel = conn.create_channel().await.unwrap();
-    let got = take(&channel, &setup.queue("general"), 40, WAIT).await;
+    let got = take(&conn, &setup.queue("general"), 40, WAIT).await;
     let sequences: Vec<u64> = got
         .iter()
         .map(|m| m.body["sequence"].as_u64().unwrap())
@@ -328,7 +326,7 @@ async fn replies_reach_the_backend_signed_once_with_receipts_and_retries() {
         &reply("r-ok", "u-1", "your parcel is on its way"),
     )
     .await;
-    let got = take(&channel, &events, 1, WAIT).await;
+    let got = take(&conn, &events, 1, WAIT).await;
     assert_eq!(got[0].body["kind"], "delivery.succeeded");
     assert_eq!(got[0].body["reply_id"], "r-ok");
     assert_eq!(got[0].body["channel_message_id"], "backend-1");
@@ -361,7 +359,7 @@ async fn replies_reach_the_backend_signed_once_with_receipts_and_retries() {
         .unwrap()
         .extend([Answer::Status(503), Answer::Status(503)]);
     publish_reply(&channel, &prefix, &reply("r-retry", "u-2", "retry me")).await;
-    let got = take(&channel, &events, 1, WAIT).await;
+    let got = take(&conn, &events, 1, WAIT).await;
     assert_eq!(got[0].body["kind"], "delivery.succeeded");
     assert_eq!(got[0].body["reply_id"], "r-retry");
     assert_eq!(
@@ -374,7 +372,7 @@ async fn replies_reach_the_backend_signed_once_with_receipts_and_retries() {
     // Permanent.
     backend.script.lock().unwrap().push(Answer::Status(404));
     publish_reply(&channel, &prefix, &reply("r-gone", "u-3", "nobody home")).await;
-    let got = take(&channel, &events, 1, WAIT).await;
+    let got = take(&conn, &events, 1, WAIT).await;
     assert_eq!(got[0].body["kind"], "delivery.failed");
     assert_eq!(got[0].body["reply_id"], "r-gone");
     assert_eq!(got[0].body["retryable"], false);
@@ -387,7 +385,7 @@ async fn replies_reach_the_backend_signed_once_with_receipts_and_retries() {
         .unwrap()
         .extend([Answer::Status(500); 4]);
     publish_reply(&channel, &prefix, &reply("r-down", "u-4", "backend down")).await;
-    let got = take(&channel, &events, 1, WAIT).await;
+    let got = take(&conn, &events, 1, WAIT).await;
     assert_eq!(got[0].body["kind"], "delivery.failed");
     assert_eq!(got[0].body["retryable"], true);
     assert_eq!(got[0].body["reason"], "retries_exhausted");
@@ -411,7 +409,7 @@ async fn malformed_replies_are_dead_lettered_with_the_reason() {
         &json!({"schema": "switchboard.reply.v1", "id": "r-1"}),
     )
     .await;
-    let dead = take(&channel, &format!("{prefix}.dead"), 1, WAIT).await;
+    let dead = take(&conn, &format!("{prefix}.dead"), 1, WAIT).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0].header("x-reason").as_deref(),
@@ -473,8 +471,7 @@ async fn it_comes_up_without_a_broker_and_delivers_the_spool_once_one_appears() 
     let daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
     daemon.wait_broker().await;
     let conn = amqp().await;
-    let channel = conn.create_channel().await.unwrap();
-    let got = take(&channel, &setup.queue("general"), 10, WAIT).await;
+    let got = take(&conn, &setup.queue("general"), 10, WAIT).await;
     let keys: Vec<&str> = got
         .iter()
         .map(|m| m.body["dedupe_key"].as_str().unwrap())

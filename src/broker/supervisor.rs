@@ -79,12 +79,16 @@ impl Broker {
     /// Replaces the topology (after a reload) and declares it now if connected; the next
     /// connection declares it too.
     pub async fn set_topology(&self, topology: Topology) -> Result<(), lapin::Error> {
-        self.inner.topology.store(Arc::new(topology.clone()));
+        // Declared first, on a channel of its own: a topology the broker refuses (a queue
+        // redeclared with other arguments) closes only that channel, and the old topology
+        // stays the one every reconnection declares.
         if let Some(live) = self.live() {
             let channel = live.connection.create_channel().await?;
-            topology.declare(&channel).await?;
+            let declared = topology.declare(&channel).await;
             let _ = channel.close(200, "declared".into()).await;
+            declared?;
         }
+        self.inner.topology.store(Arc::new(topology));
         Ok(())
     }
 

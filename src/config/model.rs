@@ -74,7 +74,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Admin listener (health, metrics, reload). Default 127.0.0.1:9090.
     pub admin_listen: SocketAddr,
-    /// Seconds a webhook may take before the daemon answers 503. Default 10.
+    /// Seconds a webhook may take before the daemon answers 503 (the handler still finishes,
+    /// so the channel's retry is answered as a duplicate). Default 10.
     pub request_timeout_secs: u64,
 }
 

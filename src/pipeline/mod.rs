@@ -18,7 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use switchboard_sdk::envelope::ENVELOPE_SCHEMA;
 use switchboard_sdk::event::EVENT_SCHEMA;
 use switchboard_sdk::{
-    AcceptError, Accepted, ChannelRef, ConversationId, Envelope, Event, InboundMessage,
+    AcceptError, Accepted, ChannelRef, Content, ConversationId, Envelope, Event, InboundMessage,
     InboundSink, KvStore, Route, Sender,
 };
 use time::OffsetDateTime;
@@ -167,6 +167,10 @@ impl Pipeline {
             customer_id: message.customer_id.as_deref(),
             tier_override: None,
             text: message.content.searchable_text(),
+            skill_hint: match &message.content {
+                Content::Call { data, .. } => data.get("skill").and_then(|s| s.as_str()),
+                _ => None,
+            },
         });
         let received_at = OffsetDateTime::now_utc();
         let pending = {
@@ -326,12 +330,6 @@ impl InboundSink for Pipeline {
                 if claimed {
                     let _ = dedupe::release(self.kv.as_ref(), &dedupe_key, &envelope_id).await;
                 }
-                Metrics::count(
-                    &self.metrics.rejections,
-                    &channel.kind,
-                    &channel.connector_id,
-                    "unavailable",
-                );
                 tracing::warn!(channel = %channel.kind, connector = %channel.connector_id, error = %err, "message not accepted");
                 Err(err)
             }

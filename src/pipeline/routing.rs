@@ -38,6 +38,8 @@ pub struct Subject<'a> {
     pub tier_override: Option<&'a str>,
     /// The message's words, if any.
     pub text: Option<&'a str>,
+    /// A skill the customer already chose in the channel (an IVR digit); it wins over rules.
+    pub skill_hint: Option<&'a str>,
 }
 
 /// The routing decision with its explanation.
@@ -94,6 +96,21 @@ impl Policy {
     /// Looks up the tier and routes.
     pub fn decide(&self, subject: &Subject<'_>) -> Decision {
         let (tier, tier_source) = self.tier(subject);
+        if let Some(skill) = subject
+            .skill_hint
+            .filter(|s| crate::broker::topic::is_word(s))
+        {
+            return Decision {
+                skill: skill.to_owned(),
+                priority: self.default.priority,
+                queue_key: format!("{skill}.{tier}"),
+                rule: "channel_choice".to_owned(),
+                reason: format!("the customer chose {skill} in the channel"),
+                tier,
+                tier_source,
+                tried: Vec::new(),
+            };
+        }
         let text = subject.text.map(str::to_lowercase);
         let mut tried = Vec::new();
         for rule in &self.rules {
@@ -225,6 +242,7 @@ priority = 1
             customer_id: None,
             tier_override: None,
             text: Some(text),
+            skill_hint: None,
         }
     }
 
@@ -254,6 +272,23 @@ priority = 1
             ("default", "general.standard")
         );
         assert_eq!(d.tried.len(), 2);
+    }
+
+    #[test]
+    fn a_skill_chosen_in_the_channel_wins_over_rules() {
+        let mut s = subject("telephony:hotline:+8613800138000", "damaged");
+        s.skill_hint = Some("tracking");
+        let d = policy().decide(&s);
+        assert_eq!(
+            (d.rule.as_str(), d.queue_key.as_str()),
+            ("channel_choice", "tracking.standard")
+        );
+        s.skill_hint = Some("Not A Word");
+        assert_eq!(
+            policy().decide(&s).rule,
+            "default",
+            "an invalid hint is ignored"
+        );
     }
 
     #[test]

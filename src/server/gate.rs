@@ -3,6 +3,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -20,12 +21,18 @@ pub struct Gate {
     labels: ConnectorLabels,
     limiter: DefaultDirectRateLimiter,
     max_body_bytes: usize,
+    request_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl Gate {
     /// The gate for `channel` with its `limits`.
-    pub fn new(channel: &ChannelRef, limits: &ConnectorLimits, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        channel: &ChannelRef,
+        limits: &ConnectorLimits,
+        request_timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let per_second = NonZeroU32::new(limits.inbound_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.inbound_burst).unwrap_or(NonZeroU32::MIN);
         Self {
@@ -35,6 +42,7 @@ impl Gate {
             },
             limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
             max_body_bytes: limits.max_body_bytes,
+            request_timeout,
             metrics,
         }
     }
@@ -80,7 +88,27 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request<Body>, next: N
         gate.refused(rejection.reason, &rejection.detail);
         return strip(rejection.into_response());
     }
-    let response = next.run(request).await;
+    // The handler runs on its own task: when it overruns, the channel hears "retry later"
+    // while the handler still finishes and records its outcome, so the retry is answered
+    // from the dedupe record instead of publishing twice.
+    let handler = tokio::spawn(next.run(request));
+    let response = match tokio::time::timeout(gate.request_timeout, handler).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(join)) => {
+            tracing::error!(error = %join, "request handler failed");
+            let rejection = Rejection::new(RejectReason::Unavailable, "internal error");
+            gate.refused(rejection.reason, &rejection.detail);
+            return strip(rejection.into_response());
+        }
+        Err(_) => {
+            let rejection = Rejection {
+                retry_after_secs: Some(1),
+                ..Rejection::new(RejectReason::Unavailable, "request took too long, retry")
+            };
+            gate.refused(rejection.reason, &rejection.detail);
+            return strip(rejection.into_response());
+        }
+    };
     if let Some(because) = response.extensions().get::<RejectedBecause>() {
         gate.refused(because.reason, &because.detail);
         return strip(response);

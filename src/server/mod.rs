@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 pub fn connector_router(
     connectors: &[Arc<dyn Connector>],
     sink: Arc<dyn InboundSink>,
+    request_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
 ) -> Router {
     let mut router = Router::new();
@@ -34,7 +35,7 @@ pub fn connector_router(
             connector_id: connector.id().to_owned(),
         };
         let limits = connector.limits().clone();
-        let gate = gate::Gate::new(&channel, &limits, metrics.clone());
+        let gate = gate::Gate::new(&channel, &limits, request_timeout, metrics.clone());
         let routes = connector
             .routes(Inbound::new(sink.clone(), channel.clone()))
             .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -381,14 +381,16 @@ impl Received {
     }
 }
 
-/// Consumes (and acks) until `count` messages arrived or `deadline` passed.
+/// Consumes (and acks) until `count` messages arrived or `deadline` passed. Uses a channel of
+/// its own and closes it, so messages prefetched beyond `count` go back to the queue.
 pub async fn take(
-    channel: &Channel,
+    conn: &Connection,
     queue: &str,
     count: usize,
     deadline: Duration,
 ) -> Vec<Received> {
-    let _ = channel.basic_qos(500, BasicQosOptions::default()).await;
+    let channel = conn.create_channel().await.expect("channel");
+    let _ = channel.basic_qos(100, BasicQosOptions::default()).await;
     let tag = format!("test-{}", ulid::Ulid::new());
     let mut consumer = channel
         .basic_consume(
@@ -415,9 +417,7 @@ pub async fn take(
             _ => break,
         }
     }
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), Default::default())
-        .await;
+    let _ = channel.close(200, "taken".into()).await;
     out
 }
 

@@ -1,0 +1,277 @@
+//! Faults of the broker while messages stream in. These tests stop and disturb the shared
+//! RabbitMQ, so scripts/test runs this target on its own, serially, after every other test;
+//! each test restarts the broker application before it returns, pass or fail.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+
+const MESSAGES: usize = 1000;
+
+fn rabbitmqctl(args: &[&str]) {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Starts the broker application again however the test ends.
+struct BrokerGuard;
+
+impl Drop for BrokerGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").arg("start_app").output();
+        let _ = Command::new("rabbitmqctl")
+            .args(["await_startup", "--timeout", "60"])
+            .output();
+    }
+}
+
+/// What the channel side saw: dedupe key (message id) -> envelope id, for every 200.
+type Accepted = Arc<Mutex<HashMap<String, String>>>;
+
+/// Posts `MESSAGES` messages with 16 in flight, each worker at most one per `pace` so the
+/// stream outlasts the fault, retrying each until accepted as a channel would; returns once
+/// every one was accepted.
+async fn stream(daemon: &Daemon, accepted: Accepted, pace: Duration) {
+    let client = reqwest::Client::new();
+    let next = Arc::new(Mutex::new(0usize));
+    let workers = (0..16).map(|_| {
+        let (client, next, accepted) = (client.clone(), next.clone(), accepted.clone());
+        async move {
+            let mut pacer = tokio::time::interval(pace);
+            loop {
+                pacer.tick().await;
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    if *n == MESSAGES {
+                        return;
+                    }
+                    *n += 1;
+                    *n - 1
+                };
+                let id = format!("f-{i}");
+                let body = text_message(&id, &format!("u-{}", i % 25), "hello");
+                let mut attempts = 0;
+                loop {
+                    attempts += 1;
+                    assert!(attempts < 200, "message {id} never accepted");
+                    let (status, answer) = post_signed(&client, daemon, body.clone()).await;
+                    if status == 200 {
+                        let envelope = answer["envelope_id"].as_str().unwrap().to_owned();
+                        accepted.lock().unwrap().insert(id, envelope);
+                        break;
+                    }
+                    assert!(
+                        status == 503,
+                        "only 'retry later' is acceptable, got {status} {answer}"
+                    );
+                }
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+}
+
+/// Consumes until every accepted message arrived; asserts none is lost and duplicates carry
+/// the first envelope id.
+async fn verify_delivery(
+    daemon: &Daemon,
+    queue: &str,
+    accepted: &HashMap<String, String>,
+) -> usize {
+    let conn = amqp().await;
+    let mut seen: HashMap<String, Vec<String>> = HashMap::new();
+    let mut total = 0;
+    while seen.len() < accepted.len() {
+        let batch = take(
+            &conn,
+            queue,
+            accepted.len() - seen.len(),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert!(
+            !batch.is_empty(),
+            "{} of {} accepted messages never arrived",
+            accepted.len() - seen.len(),
+            accepted.len()
+        );
+        for message in batch {
+            total += 1;
+            let key = message.body["dedupe_key"].as_str().unwrap().to_owned();
+            let id = message.body["id"].as_str().unwrap().to_owned();
+            seen.entry(key).or_default().push(id);
+        }
+    }
+    for (key, envelope) in accepted {
+        let ids = seen
+            .get(key)
+            .unwrap_or_else(|| panic!("accepted message {key} lost"));
+        assert!(
+            ids.iter().all(|id| id == envelope),
+            "{key} arrived as {ids:?}, accepted as {envelope}"
+        );
+    }
+    total
+}
+
+#[tokio::test]
+async fn broker_connections_closed_mid_stream_lose_nothing() {
+    let _guard = BrokerGuard;
+    let prefix = unique_prefix("closeconn");
+    let scratch = Scratch::new(&prefix);
+    let setup = Setup::new(&prefix);
+    let daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
+    daemon.wait_broker().await;
+    let accepted: Accepted = Arc::default();
+
+    let fault = {
+        let accepted = accepted.clone();
+        async move {
+            wait_for("300 accepted", Duration::from_secs(60), || {
+                let n = accepted.lock().unwrap().len();
+                async move { (n >= 300).then_some(()) }
+            })
+            .await;
+            tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "fault test"]))
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(
+        stream(&daemon, accepted.clone(), Duration::from_millis(20)),
+        fault
+    );
+    let accepted = accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), MESSAGES);
+    let total = verify_delivery(&daemon, &setup.queue("general"), &accepted).await;
+    assert!(
+        daemon
+            .metric("switchboard_broker_reconnects_total", "")
+            .await
+            >= 1.0,
+        "the daemon reconnected"
+    );
+    eprintln!(
+        "closed connections: {MESSAGES} accepted, {total} delivered, {} duplicates",
+        total - MESSAGES
+    );
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn broker_stopped_and_started_mid_stream_loses_nothing() {
+    let guard = BrokerGuard;
+    let prefix = unique_prefix("stopapp");
+    let scratch = Scratch::new(&prefix);
+    let setup = Setup::new(&prefix);
+    let daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
+    daemon.wait_broker().await;
+    let accepted: Accepted = Arc::default();
+
+    let fault = {
+        let accepted = accepted.clone();
+        let daemon = &daemon;
+        async move {
+            let count = |n: usize| {
+                let accepted = accepted.clone();
+                move || {
+                    let len = accepted.lock().unwrap().len();
+                    async move { (len >= n).then_some(()) }
+                }
+            };
+            wait_for("300 accepted", Duration::from_secs(60), count(300)).await;
+            tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+                .await
+                .unwrap();
+            // Keep the broker away while a good share of the stream goes to the spool.
+            let stopped_at = accepted.lock().unwrap().len();
+            assert!(
+                stopped_at < MESSAGES - 200,
+                "the stream outran the fault; post more messages"
+            );
+            wait_for(
+                "200 accepted without a broker",
+                Duration::from_secs(60),
+                count(stopped_at + 200),
+            )
+            .await;
+            let spooled = daemon
+                .metric("switchboard_accepted_total", "outcome=\"spooled\"")
+                .await;
+            assert!(
+                spooled > 0.0,
+                "messages were spooled while the broker was away"
+            );
+            tokio::task::spawn_blocking(|| {
+                rabbitmqctl(&["start_app"]);
+                rabbitmqctl(&["await_startup", "--timeout", "60"]);
+            })
+            .await
+            .unwrap();
+        }
+    };
+    tokio::join!(
+        stream(&daemon, accepted.clone(), Duration::from_millis(80)),
+        fault
+    );
+    drop(guard);
+    let accepted = accepted.lock().unwrap().clone();
+    assert_eq!(accepted.len(), MESSAGES);
+    let total = verify_delivery(&daemon, &setup.queue("general"), &accepted).await;
+    wait_for("the spool to drain", Duration::from_secs(30), || async {
+        (daemon.metric("switchboard_spool_depth", "").await == 0.0).then_some(())
+    })
+    .await;
+    eprintln!(
+        "stop_app: {MESSAGES} accepted, {total} delivered, {} duplicates",
+        total - MESSAGES
+    );
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn spooled_messages_survive_sigkill_and_arrive_after_restart() {
+    let guard = BrokerGuard;
+    let prefix = unique_prefix("sigkill");
+    let scratch = Scratch::new(&prefix);
+    let setup = Setup::new(&prefix);
+    let mut daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
+    daemon.wait_broker().await;
+
+    tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let mut accepted = HashMap::new();
+    for i in 0..50 {
+        let id = format!("k-{i}");
+        let (status, answer) =
+            post_signed(&client, &daemon, text_message(&id, "u-kill", "hi")).await;
+        assert_eq!(status, 200, "{answer}");
+        accepted.insert(id, answer["envelope_id"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(daemon.metric("switchboard_spool_depth", "").await, 50.0);
+    daemon.kill9();
+    drop(guard);
+
+    let daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
+    daemon.wait_broker().await;
+    let total = verify_delivery(&daemon, &setup.queue("general"), &accepted).await;
+    assert_eq!(
+        total, 50,
+        "nothing duplicated either: the spool was never drained before the kill"
+    );
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
