@@ -390,7 +390,13 @@ pub async fn drain(
             match spool.remove(confirmed_ids).await {
                 Ok(()) => {
                     metrics.spool_drained.inc_by(drained);
-                    metrics.publish("spool_drain", "confirmed");
+                    metrics
+                        .published
+                        .get_or_create(&crate::metrics::PublishLabels {
+                            target: "spool_drain".into(),
+                            outcome: "confirmed".into(),
+                        })
+                        .inc_by(drained);
                     tracing::debug!(drained, "drained spool batch");
                 }
                 Err(err) => tracing::error!(error = %err, "cannot remove drained records"),

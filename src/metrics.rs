@@ -29,6 +29,17 @@ pub struct ConnectorOutcomeLabels {
     pub outcome: String,
 }
 
+/// A connector plus the reason a request was refused.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorReasonLabels {
+    /// Channel kind.
+    pub channel: String,
+    /// Connector id.
+    pub connector: String,
+    /// Why it was refused (the sdk's `RejectReason`).
+    pub reason: String,
+}
+
 /// Where a publish went and how it ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PublishLabels {
@@ -58,7 +69,7 @@ pub struct Metrics {
     /// Webhook requests per connector.
     pub requests: Family<ConnectorLabels, Counter>,
     /// Refused requests per connector and reason.
-    pub rejections: Family<ConnectorOutcomeLabels, Counter>,
+    pub rejections: Family<ConnectorReasonLabels, Counter>,
     /// Accepted messages per connector and outcome (`published`, `spooled`, `duplicate`).
     pub accepted: Family<ConnectorOutcomeLabels, Counter>,
     /// Publishes by target and outcome.

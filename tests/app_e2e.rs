@@ -209,7 +209,7 @@ async fn bad_input_gets_its_status_publishes_nothing_and_is_counted() {
         let seen = daemon
             .metric(
                 "switchboard_rejections_total",
-                &format!("outcome=\"{reason}\""),
+                &format!("reason=\"{reason}\""),
             )
             .await;
         assert_eq!(seen, count, "rejections counted for {reason}");

@@ -101,12 +101,28 @@ async fn verify_delivery(
             Duration::from_secs(60),
         )
         .await;
-        assert!(
-            !batch.is_empty(),
-            "{} of {} accepted messages never arrived",
-            accepted.len() - seen.len(),
-            accepted.len()
-        );
+        if batch.is_empty() {
+            // Show what the daemon thought happened, so a loss can be explained.
+            let metrics = reqwest::get(daemon.admin_url("/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let log = daemon.log_text();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{} of {} accepted messages never arrived\nmetrics:\n{}\nlog tail:\n{}",
+                accepted.len() - seen.len(),
+                accepted.len(),
+                metrics
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.contains("bucket"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         for message in batch {
             total += 1;
             let key = message.body["dedupe_key"].as_str().unwrap().to_owned();

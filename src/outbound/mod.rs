@@ -17,7 +17,6 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use switchboard_sdk::event::EVENT_SCHEMA;
-use switchboard_sdk::reply::BadReply;
 use switchboard_sdk::{ConversationId, DeliveryError, Event, KvStore, Recipient, Reply};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -188,7 +187,7 @@ impl Dispatcher {
         let conversation = match ConversationId::parse(&reply.conversation_id) {
             Ok(conversation) => conversation,
             Err(err) => {
-                let err = BadReply::Schema(err.to_string());
+                let err = err.to_string();
                 return self
                     .dead_letter(delivery, "bad_conversation_id", &err)
                     .await;
@@ -238,18 +237,26 @@ impl Dispatcher {
         }
     }
 
+    /// Metric labels for a conversation: its connector when configured, else `unknown`.
+    fn labels(&self, conversation: &ConversationId) -> (String, String) {
+        match self
+            .live
+            .load()
+            .connector(&conversation.kind, &conversation.connector_id)
+        {
+            Some(_) => (conversation.kind.clone(), conversation.connector_id.clone()),
+            None => ("unknown".to_owned(), "unknown".to_owned()),
+        }
+    }
+
     async fn duplicate(
         &self,
         delivery: &Delivery,
         conversation: &ConversationId,
         recorded_event: &str,
     ) -> Settle {
-        Metrics::count(
-            &self.metrics.deliveries,
-            &conversation.kind,
-            &conversation.connector_id,
-            "duplicate",
-        );
+        let (kind, id) = self.labels(conversation);
+        Metrics::count(&self.metrics.deliveries, &kind, &id, "duplicate");
         if delivery.redelivered && !recorded_event.is_empty() {
             // We may have died between sending and reporting: report again (same event id)
             // so the helpdesk surely hears the outcome.
@@ -276,7 +283,8 @@ impl Dispatcher {
         );
         let live = self.live.load();
         let Some(target) = live.connector(kind, id) else {
-            Metrics::count(&self.metrics.deliveries, kind, id, "failed");
+            // Label values come from config only, never from what a helpdesk wrote.
+            Metrics::count(&self.metrics.deliveries, "unknown", "unknown", "failed");
             return Some(self.failed_event(
                 reply,
                 &DeliveryError::Permanent {
@@ -395,7 +403,7 @@ impl Dispatcher {
         &self,
         delivery: &Delivery,
         reason: &'static str,
-        err: &BadReply,
+        err: &(dyn std::fmt::Display + Sync),
     ) -> Settle {
         self.metrics
             .dead_lettered

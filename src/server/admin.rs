@@ -64,6 +64,14 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let stats = state.spool.stats();
     state.metrics.spool_depth.set(stats.depth as i64);
     state.metrics.spool_bytes.set(stats.bytes as i64);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    state.metrics.spool_oldest_age_seconds.set(
+        stats
+            .oldest_spooled_at_ms
+            .map_or(0, |at| (now_ms.saturating_sub(at) / 1000) as i64),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -14,7 +14,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use switchboard_sdk::webhook::RejectedBecause;
 use switchboard_sdk::{ChannelRef, ConnectorLimits, RejectReason, Rejection};
 
-use crate::metrics::{ConnectorLabels, Metrics};
+use crate::metrics::{ConnectorLabels, ConnectorReasonLabels, Metrics};
 
 /// One connector's gate.
 pub struct Gate {
@@ -48,12 +48,14 @@ impl Gate {
     }
 
     fn refused(&self, reason: RejectReason, detail: &str) {
-        Metrics::count(
-            &self.metrics.rejections,
-            &self.labels.channel,
-            &self.labels.connector,
-            reason.as_str(),
-        );
+        self.metrics
+            .rejections
+            .get_or_create(&ConnectorReasonLabels {
+                channel: self.labels.channel.clone(),
+                connector: self.labels.connector.clone(),
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
         tracing::info!(
             channel = %self.labels.channel,
             connector = %self.labels.connector,
