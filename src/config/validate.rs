@@ -58,11 +58,8 @@ fn broker(broker: &BrokerConfig, problems: &mut Problems) {
     match broker.resolve_url() {
         Ok(url) => {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
-                push(
-                    problems,
-                    "broker.url",
-                    "must start with amqp:// or amqps://",
-                );
+                let key = given_key("broker", &broker.url_env, &broker.url_file);
+                push(problems, key, "must start with amqp:// or amqps://");
             }
         }
         Err(problem) => push(problems, format!("broker.{}", problem.key), problem.message),
@@ -99,11 +96,8 @@ fn redis_section(redis: &RedisConfig, problems: &mut Problems) {
     match redis.resolve_url() {
         Ok(url) => {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                push(
-                    problems,
-                    "redis.url",
-                    "must start with redis:// or rediss://",
-                );
+                let key = given_key("redis", &redis.url_env, &redis.url_file);
+                push(problems, key, "must start with redis:// or rediss://");
             }
         }
         Err(problem) => push(problems, format!("redis.{}", problem.key), problem.message),
@@ -362,6 +356,15 @@ fn outbound(outbound: &OutboundConfig, problems: &mut Problems) {
             "outbound.retry_min_ms",
             "must be greater than 0 and at most outbound.retry_max_ms",
         );
+    }
+}
+
+/// The key a URL came from (`url_env`, `url_file` or `url`), so problems point at it.
+fn given_key(section: &str, env: &Option<String>, file: &Option<std::path::PathBuf>) -> String {
+    match (env, file) {
+        (Some(_), _) => format!("{section}.url_env"),
+        (_, Some(_)) => format!("{section}.url_file"),
+        _ => format!("{section}.url"),
     }
 }
 

@@ -106,8 +106,14 @@ impl<'a> SecretRef<'a> {
         .filter(|g| **g)
         .count();
         if given > 1 {
+            // Point at a key that is surely in the file: the later of the ways given.
+            let key = if self.file.is_some() {
+                format!("{}_file", self.name)
+            } else {
+                format!("{}_env", self.name)
+            };
             return Err(ConfigProblem::new(
-                self.name,
+                key,
                 format!("give {0} only one way: {0}, {0}_env or {0}_file", self.name),
             ));
         }
