@@ -275,6 +275,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         .map_err(|e| DaemonError::Runtime(format!("http client: {e}")))?;
     let context = ConnectorContext {
         kv: shared.kv.clone(),
+        fanout: shared.fanout.clone(),
         http,
         instance_id: instance.clone(),
     };
@@ -372,7 +373,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     }
     {
         let token = stop_http.clone();
-        tracker.spawn(async move { shared.prune_until(token).await });
+        tracker.spawn(async move { shared.run(token).await });
     }
 
     let reload_fn: ReloadFn = {

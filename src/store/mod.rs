@@ -2,15 +2,17 @@
 //! `[redis]` is configured (every instance sees the same dedupe keys, tokens, sequences),
 //! memory otherwise.
 
+mod redis_fanout;
 mod redis_kv;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchboard_sdk::KvStore;
-use switchboard_sdk::services::MemoryKv;
+use switchboard_sdk::services::{LocalFanout, MemoryKv};
+use switchboard_sdk::{Fanout, KvStore};
 use tokio_util::sync::CancellationToken;
 
+pub use redis_fanout::RedisFanout;
 pub use redis_kv::RedisKv;
 
 use crate::config::Config;
@@ -19,9 +21,12 @@ use crate::config::Config;
 pub struct SharedState {
     /// The store.
     pub kv: Arc<dyn KvStore>,
+    /// Fan-out to every instance.
+    pub fanout: Arc<dyn Fanout>,
     /// True when backed by Redis.
     pub shared: bool,
     memory: Option<Arc<MemoryKv>>,
+    redis_fanout: Option<Arc<RedisFanout>>,
 }
 
 impl SharedState {
@@ -31,27 +36,39 @@ impl SharedState {
         match &config.redis {
             Some(redis) => {
                 let url = redis.resolve_url().map_err(|p| p.message)?;
-                let kv = RedisKv::new(&url, &redis.key_prefix).map_err(|e| e.to_string())?;
+                let kv =
+                    Arc::new(RedisKv::new(&url, &redis.key_prefix).map_err(|e| e.to_string())?);
+                let fanout = Arc::new(
+                    RedisFanout::new(&url, &redis.key_prefix, kv.clone())
+                        .map_err(|e| e.to_string())?,
+                );
                 Ok(Self {
-                    kv: Arc::new(kv),
+                    kv,
+                    fanout: fanout.clone(),
                     shared: true,
                     memory: None,
+                    redis_fanout: Some(fanout),
                 })
             }
             None => {
                 let memory = Arc::new(MemoryKv::default());
                 Ok(Self {
                     kv: memory.clone(),
+                    fanout: Arc::new(LocalFanout::default()),
                     shared: false,
                     memory: Some(memory),
+                    redis_fanout: None,
                 })
             }
         }
     }
 
-    /// Drops expired in-memory keys every minute until `shutdown`, so memory stays bounded
-    /// (Redis expires its own).
-    pub async fn prune_until(&self, shutdown: CancellationToken) {
+    /// Background work until `shutdown`: the Redis fan-out subscription, or pruning expired
+    /// in-memory keys every minute so memory stays bounded (Redis expires its own).
+    pub async fn run(&self, shutdown: CancellationToken) {
+        if let Some(fanout) = &self.redis_fanout {
+            fanout.run(shutdown.clone()).await;
+        }
         let Some(memory) = &self.memory else { return };
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {

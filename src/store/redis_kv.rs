@@ -60,6 +60,20 @@ fn millis(ttl: Duration) -> u64 {
     (ttl.as_millis() as u64).max(1)
 }
 
+impl RedisKv {
+    /// Publishes on a pub/sub channel (not prefixed: the caller names it whole).
+    pub async fn publish(&self, channel: &str, payload: &[u8]) -> Result<(), KvError> {
+        let mut conn = self.conn().await?;
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async::<i64>(&mut conn)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+}
+
 #[async_trait]
 impl KvStore for RedisKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {

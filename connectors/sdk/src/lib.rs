@@ -29,7 +29,7 @@ pub use envelope::{ChannelRef, Entity, Envelope, Intent, Route, Sender};
 pub use event::Event;
 pub use inbound::{AcceptError, Accepted, Inbound, InboundMessage, InboundSink};
 pub use reply::{Agent, Reply};
-pub use services::{ConnectorContext, KvError, KvStore};
+pub use services::{ConnectorContext, Fanout, KvError, KvStore};
 pub use webhook::{RejectReason, Rejection};
 
 /// Re-exported so connectors build routers and clients with exactly the versions the daemon

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 
 /// A key-value store failure (Redis unreachable, ...).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,11 +37,70 @@ pub trait KvStore: Send + Sync + 'static {
     async fn increment(&self, key: &str) -> Result<u64, KvError>;
 }
 
+/// Delivers a message to the subscribers of a topic on every instance, this one included:
+/// how a web chat reply consumed by one instance reaches the socket held by another. Redis
+/// pub/sub when configured, in-process otherwise. At most once: a subscriber that is not
+/// listening when a message is published does not get it, so callers keep their own
+/// durable copy (history) for replay.
+#[async_trait]
+pub trait Fanout: Send + Sync + 'static {
+    /// Sends `payload` to every current subscriber of `topic`.
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), KvError>;
+
+    /// Receives what is published to `topic` from now on.
+    fn subscribe(&self, topic: &str) -> broadcast::Receiver<Vec<u8>>;
+}
+
+/// In-process [`Fanout`]: one broadcast channel per topic.
+#[derive(Debug, Default)]
+pub struct LocalFanout {
+    topics: Mutex<HashMap<String, broadcast::Sender<Vec<u8>>>>,
+}
+
+/// Messages a slow subscriber may fall behind by before it misses some.
+pub const FANOUT_BUFFER: usize = 1024;
+
+impl LocalFanout {
+    /// The sender of `topic`, created on first use.
+    pub fn sender(&self, topic: &str) -> broadcast::Sender<Vec<u8>> {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        // Topics nobody listens to any more are dropped on the way, so the map stays bounded.
+        topics.retain(|_, sender| sender.receiver_count() > 0);
+        topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| broadcast::channel(FANOUT_BUFFER).0)
+            .clone()
+    }
+}
+
+#[async_trait]
+impl Fanout for LocalFanout {
+    async fn publish(&self, topic: &str, payload: Vec<u8>) -> Result<(), KvError> {
+        let sender = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(topic)
+            .cloned();
+        if let Some(sender) = sender {
+            // No receiver is not an error: nobody on this instance holds that socket.
+            let _ = sender.send(payload);
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self, topic: &str) -> broadcast::Receiver<Vec<u8>> {
+        self.sender(topic).subscribe()
+    }
+}
+
 /// What every connector may use.
 #[derive(Clone)]
 pub struct ConnectorContext {
     /// Shared key-value store (Redis or memory).
     pub kv: Arc<dyn KvStore>,
+    /// Fan-out to every instance (Redis pub/sub or in-process).
+    pub fanout: Arc<dyn Fanout>,
     /// An HTTP client with the daemon's timeouts, for channel APIs.
     pub http: reqwest::Client,
     /// This instance's name, for logs and locks.
@@ -52,6 +112,7 @@ impl ConnectorContext {
     pub fn in_memory() -> Self {
         Self {
             kv: Arc::new(MemoryKv::default()),
+            fanout: Arc::new(LocalFanout::default()),
             http: reqwest::Client::new(),
             instance_id: "local".to_owned(),
         }
@@ -223,6 +284,19 @@ mod tests {
         assert_eq!(kv.increment("n").await.unwrap(), 2);
         kv.set("s", b"x", None).await.unwrap();
         assert!(kv.increment("s").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn local_fanout_reaches_current_subscribers_only() {
+        let fanout = LocalFanout::default();
+        fanout.publish("t", b"before".to_vec()).await.unwrap();
+        let mut a = fanout.subscribe("t");
+        let mut b = fanout.subscribe("t");
+        let mut other = fanout.subscribe("u");
+        fanout.publish("t", b"hello".to_vec()).await.unwrap();
+        assert_eq!(a.recv().await.unwrap(), b"hello");
+        assert_eq!(b.recv().await.unwrap(), b"hello");
+        assert!(other.try_recv().is_err(), "other topics hear nothing");
     }
 
     #[tokio::test]

@@ -38,6 +38,7 @@ pub fn config(extra: &str) -> WechatConfig {
 pub fn context(kv: Arc<MemoryKv>, instance: &str) -> ConnectorContext {
     ConnectorContext {
         kv,
+        fanout: Arc::new(switchboard_sdk::services::LocalFanout::default()),
         http: reqwest::Client::new(),
         instance_id: instance.to_owned(),
     }
