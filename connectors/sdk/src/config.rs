@@ -1,9 +1,11 @@
 //! Config building blocks every connector shares: secrets given inline, by environment
-//! variable or by file; per-connector limits; problems reported with their key.
+//! variable or by file; per-connector limits; problems reported with their key; the checks
+//! of a connector id and of a base URL.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use reqwest::Url;
 use serde::Deserialize;
 
 /// A secret value. Its `Debug` and `Display` print a mask so it cannot leak into logs.
@@ -53,6 +55,56 @@ impl ConfigProblem {
             message: message.into(),
         }
     }
+
+    /// The same problem seen from the enclosing table: `auth_token` found while checking the
+    /// `twilio` sub-table becomes `twilio.auth_token`.
+    pub fn within(mut self, table: &str) -> Self {
+        self.key = if self.key.is_empty() {
+            table.to_owned()
+        } else {
+            format!("{table}.{}", self.key)
+        };
+        self
+    }
+}
+
+/// Whether `id` can name a connector: not empty, only lowercase ASCII letters, digits and
+/// `-` (it appears in URLs and conversation ids).
+pub fn is_connector_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// Checks a connector's `id` key with [`is_connector_id`].
+pub fn check_id(id: &str) -> Option<ConfigProblem> {
+    (!is_connector_id(id)).then(|| {
+        ConfigProblem::new(
+            "id",
+            format!("{id:?} must be lowercase letters, digits and '-'"),
+        )
+    })
+}
+
+/// Checks an absolute http(s) URL without query or fragment (a base that routes are appended
+/// to) and returns it without a trailing `/`.
+pub fn check_base_url(key: &str, raw: &str) -> Result<String, ConfigProblem> {
+    let parsed = Url::parse(raw.trim())
+        .map_err(|err| ConfigProblem::new(key, format!("{raw:?} is not a url: {err}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ConfigProblem::new(
+            key,
+            format!("{raw:?} must be an absolute http or https url"),
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(ConfigProblem::new(
+            key,
+            format!("{raw:?} must not have a query or fragment"),
+        ));
+    }
+    Ok(raw.trim().trim_end_matches('/').to_owned())
 }
 
 /// The three ways to give a secret named `name`: `name`, `name_env`, `name_file`.
@@ -263,6 +315,43 @@ mod tests {
             .required()
             .unwrap_err();
         assert!(err.message.contains("missing secret"), "{}", err.message);
+    }
+
+    #[test]
+    fn ids_and_base_urls_are_checked() {
+        assert!(check_id("cn-main-2").is_none());
+        for bad in ["", "Main", "a_b", "a b", "ü"] {
+            assert_eq!(check_id(bad).map(|p| p.key), Some("id".to_owned()), "{bad}");
+        }
+        assert_eq!(
+            check_id("Main").map(|p| p.message),
+            Some(r#""Main" must be lowercase letters, digits and '-'"#.to_owned())
+        );
+        assert_eq!(
+            check_base_url("k", " https://sb.example.com/sms/main/ "),
+            Ok("https://sb.example.com/sms/main".to_owned())
+        );
+        for bad in [
+            "sb.example.com",
+            "https://x/?a=1",
+            "https://x/#f",
+            "mailto:a@b",
+            "http://",
+        ] {
+            let problem = check_base_url("public_url", bad).err();
+            assert_eq!(
+                problem.map(|p| p.key),
+                Some("public_url".to_owned()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn problems_move_into_their_table() {
+        let problem = ConfigProblem::new("auth_token", "missing").within("twilio");
+        assert_eq!(problem.key, "twilio.auth_token");
+        assert_eq!(ConfigProblem::new("", "x").within("twilio").key, "twilio");
     }
 
     #[test]

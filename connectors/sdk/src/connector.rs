@@ -131,7 +131,8 @@ impl DeliveryError {
         }
     }
 
-    /// Classifies a transport error: every failure to get an answer is worth retrying.
+    /// Classifies a transport error: every failure to get an answer is worth retrying. The
+    /// text keeps the request URL; where it may carry a token use [`DeliveryError::transport`].
     pub fn from_transport(err: &reqwest::Error) -> Self {
         DeliveryError::Retryable {
             code: None,
@@ -139,6 +140,31 @@ impl DeliveryError {
             retry_after: None,
         }
     }
+
+    /// Classifies a transport error as retryable, with [`transport_text`]: no URL, every
+    /// cause named.
+    pub fn transport(err: reqwest::Error) -> Self {
+        DeliveryError::Retryable {
+            code: None,
+            text: transport_text(err),
+            retry_after: None,
+        }
+    }
+}
+
+/// Describes a failed request for errors and logs: `transport: ` and the error without its
+/// URL (which may carry a token in its query), followed by each cause (reqwest's own text
+/// says only "error sending request"; the cause says "connection refused").
+pub fn transport_text(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = format!("transport: {err}");
+    let mut source = std::error::Error::source(&err);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Why a connector could not be built from its config.
@@ -194,5 +220,28 @@ mod tests {
         assert!(DeliveryError::from_http_status(408, "", None).is_retryable());
         assert!(!DeliveryError::from_http_status(400, "", None).is_retryable());
         assert!(!DeliveryError::from_http_status(410, "", None).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn transport_errors_name_their_cause_but_not_the_url() {
+        // A port that was just free: the connection is refused.
+        let port = match std::net::TcpListener::bind("127.0.0.1:0") {
+            Ok(listener) => listener.local_addr().map(|a| a.port()).unwrap_or(9),
+            Err(err) => panic!("bind: {err}"),
+        };
+        let url = format!("http://127.0.0.1:{port}/hook?token=secret-token");
+        let Err(err) = reqwest::Client::new().get(&url).send().await else {
+            panic!("nothing listens on {port}");
+        };
+        match DeliveryError::transport(err) {
+            DeliveryError::Retryable { code, text, .. } => {
+                assert_eq!(code, None);
+                assert!(text.starts_with("transport: "), "{text}");
+                assert!(!text.contains("secret-token"), "{text}");
+                assert!(!text.contains(&port.to_string()), "{text}");
+                assert!(text.matches(": ").count() >= 2, "a cause is named: {text}");
+            }
+            other => panic!("expected retryable, got {other:?}"),
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! What a Switchboard connector needs and nothing more: the channel-neutral payloads
 //! (envelope, reply, event), the [`Connector`] seam the daemon mounts and delivers through,
 //! the [`Inbound`] handle that hands messages to the pipeline, the shared services a
-//! connector may use ([`ConnectorContext`]), and helpers every webhook needs.
+//! connector may use ([`ConnectorContext`]), and helpers more than one channel needs:
+//! webhook signatures ([`signature`]: timestamped HMAC, Twilio), config checks
+//! ([`config`], [`profile`]), phone numbers ([`phone`]), local-time windows
+//! ([`schedule`]) and error text ([`text`], [`connector::transport_text`]).
 //!
 //! A connector depends on this crate only: never on the broker, the router internals or
 //! Redis, so it can be tested with the in-memory services of [`testing`].
@@ -13,9 +16,13 @@ pub mod conversation;
 pub mod envelope;
 pub mod event;
 pub mod inbound;
+pub mod phone;
+pub mod profile;
 pub mod reply;
+pub mod schedule;
 pub mod services;
 pub mod signature;
+pub mod text;
 pub mod webhook;
 
 #[cfg(feature = "testing")]

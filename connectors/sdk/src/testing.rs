@@ -6,19 +6,25 @@
 //! pipeline cannot make safe is never answered with success; a retried request carries the
 //! same dedupe key.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderMap, Request, StatusCode, header};
+use time::OffsetDateTime;
 use tower::ServiceExt;
 
 use crate::connector::Connector;
 use crate::envelope::ChannelRef;
 use crate::event::Event;
 use crate::inbound::{AcceptError, Accepted, Inbound, InboundMessage, InboundSink};
-use crate::webhook::{RejectReason, RejectedBecause};
+use crate::signature::hmac_webhook::HmacSigner;
+use crate::signature::twilio;
+use crate::webhook::{FormParams, RejectReason, RejectedBecause};
 
 /// An [`InboundSink`] that records what it accepts, or refuses with a set error.
 #[derive(Default)]
@@ -72,6 +78,134 @@ impl InboundSink for RecordingSink {
     }
 }
 
+/// Mounts `connector`'s routes the way the daemon does, with a [`RecordingSink`] behind them.
+pub fn mount(connector: &dyn Connector) -> (Router, Arc<RecordingSink>) {
+    let sink = Arc::new(RecordingSink::default());
+    let channel = ChannelRef {
+        kind: connector.kind().to_owned(),
+        connector_id: connector.id().to_owned(),
+    };
+    (connector.routes(Inbound::new(sink.clone(), channel)), sink)
+}
+
+/// What a router answered to one request, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The body as text (invalid UTF-8 replaced).
+    pub body: String,
+    /// Why the request was refused, when it went through a `Rejection`.
+    pub rejected: Option<RejectedBecause>,
+}
+
+/// A connector's routes with a recording sink, driven in-process.
+pub struct Harness {
+    /// The mounted routes.
+    pub router: Router,
+    /// What the routes accepted and reported.
+    pub sink: Arc<RecordingSink>,
+}
+
+impl Harness {
+    /// Mounts `connector` (see [`mount`]).
+    pub fn new(connector: &dyn Connector) -> Self {
+        let (router, sink) = mount(connector);
+        Self { router, sink }
+    }
+
+    /// Sends `request` through the routes and reads the whole answer.
+    pub async fn call(&self, request: Request<Body>) -> Answer {
+        let response = match self.router.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        let status = response.status();
+        let headers = response.headers().clone();
+        let rejected = response.extensions().get::<RejectedBecause>().cloned();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap_or_default();
+        Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+            rejected,
+        }
+    }
+}
+
+/// Serves `router` on 127.0.0.1 at a free port for as long as the test's runtime lives: the
+/// local fake of a provider's API that a connector's configurable base URL points at.
+pub async fn serve(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|err| panic!("bind: {err}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|err| panic!("local addr: {err}"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    addr
+}
+
+/// The payload of fixture `name` in `dir` (a connector's `fixtures/`), its leading `#` lines
+/// (the origin note) dropped; panics naming the file when it cannot be read.
+pub fn fixture(dir: impl AsRef<Path>, name: &str) -> String {
+    let path = dir.as_ref().join(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("fixture {}: {err}", path.display()));
+    text.lines()
+        .skip_while(|line| line.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
+}
+
+/// A form POST as Twilio sends it to `path_and_query` (relative to the connector's mount),
+/// signed for `public_url` with `auth_token`, or carrying `signature` when given.
+pub fn twilio_request(
+    public_url: &str,
+    auth_token: &str,
+    path_and_query: &str,
+    body: &str,
+    signature: Option<&str>,
+) -> Request<Body> {
+    let url = format!("{}{path_and_query}", public_url.trim_end_matches('/'));
+    let signature = signature.map(str::to_owned).unwrap_or_else(|| {
+        let params = FormParams::parse(body.as_bytes());
+        twilio::compute(auth_token.as_bytes(), &url, &params.0)
+    });
+    Request::post(path_and_query)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(twilio::HEADER, signature)
+        .body(Body::from(body.to_owned()))
+        .unwrap_or_default()
+}
+
+/// A JSON POST to `path` signed by `signer` as of `at`, with the signer's header names.
+pub fn hmac_request(
+    signer: &HmacSigner,
+    path: &str,
+    body: &str,
+    at: OffsetDateTime,
+) -> Request<Body> {
+    let mut request = Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap_or_default();
+    for (name, value) in signer.sign(body.as_bytes(), at) {
+        if let Ok(value) = value.parse() {
+            request.headers_mut().insert(name, value);
+        }
+    }
+    request
+}
+
 /// Requests a connector's compliance check sends. Each call must return a fresh request; a
 /// valid one built twice must describe the same message (as a channel's retry would).
 pub trait ComplianceFixture {
@@ -88,12 +222,11 @@ pub trait ComplianceFixture {
 /// Runs the compliance checks against `connector`; panics with a message naming the broken
 /// promise.
 pub async fn check_connector(connector: Arc<dyn Connector>, fixture: &dyn ComplianceFixture) {
-    let sink = Arc::new(RecordingSink::default());
     let channel = ChannelRef {
         kind: connector.kind().to_owned(),
         connector_id: connector.id().to_owned(),
     };
-    let router = connector.routes(Inbound::new(sink.clone(), channel.clone()));
+    let (router, sink) = mount(connector.as_ref());
     let call = |request: Request<Body>| {
         let router = router.clone();
         async move {

@@ -1,9 +1,10 @@
 //! Refusing a webhook request: one error type that becomes the right status and a short JSON
 //! body, and tells the daemon's metrics why (through a response extension), so every
-//! connector reports rejections the same way.
+//! connector reports rejections the same way. Also [`FormParams`], for the form-encoded
+//! bodies and query strings providers send.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -115,4 +116,74 @@ pub struct RejectedBecause {
     pub reason: RejectReason,
     /// The explanation that was sent.
     pub detail: String,
+}
+
+/// The parameters of a form-encoded webhook body or a query string, in the order they came.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormParams(pub Vec<(String, String)>);
+
+impl FormParams {
+    /// Decodes an `application/x-www-form-urlencoded` body.
+    pub fn parse(body: &[u8]) -> Self {
+        Self(
+            url::form_urlencoded::parse(body)
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// Decodes the query string of `uri` (none is an empty set).
+    pub fn from_query(uri: &Uri) -> Self {
+        Self::parse(uri.query().unwrap_or_default().as_bytes())
+    }
+
+    /// The first value of `name`, if present.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `name`, if present and not blank.
+    pub fn non_empty(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.trim().is_empty())
+    }
+
+    /// The parameters as a JSON object (first value of each name), for `raw` capture.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (k, v) in &self.0 {
+            map.entry(k.clone())
+                .or_insert_with(|| serde_json::Value::String(v.clone()));
+        }
+        serde_json::Value::Object(map)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_params_decode_plus_and_percent() {
+        let params = FormParams::parse(b"Body=Hello+world%21&From=%2B8613812345678&Empty=");
+        assert_eq!(params.get("Body"), Some("Hello world!"));
+        assert_eq!(params.get("From"), Some("+8613812345678"));
+        assert_eq!(params.get("Empty"), Some(""));
+        assert_eq!(params.non_empty("Empty"), None);
+        assert_eq!(params.get("Missing"), None);
+    }
+
+    #[test]
+    fn a_query_string_decodes_like_a_body() {
+        let uri: Uri = "/status?reply_id=r%201&step=menu&step=again"
+            .parse()
+            .unwrap_or_default();
+        let params = FormParams::from_query(&uri);
+        assert_eq!(params.get("reply_id"), Some("r 1"));
+        assert_eq!(params.get("step"), Some("menu"), "the first value wins");
+        let bare: Uri = "/status".parse().unwrap_or_default();
+        assert_eq!(FormParams::from_query(&bare), FormParams::default());
+    }
 }

@@ -1,5 +1,14 @@
-//! Webhook signature helpers: HMAC-SHA256 over a timestamp and the body, compared in
-//! constant time, with a replay window.
+//! Webhook signature helpers every connector may need, all compared in constant time:
+//!
+//! - here: HMAC-SHA256 over `timestamp + "." + body` with a replay window (the app channel
+//!   signs this way in both directions);
+//! - [`hmac_webhook`]: the same scheme with configurable header names, resolved from a
+//!   config table (the generic gateway profile of SMS and telephony);
+//! - [`twilio`]: Twilio's `X-Twilio-Signature` (HMAC-SHA1 over the URL and the sorted
+//!   form parameters).
+
+pub mod hmac_webhook;
+pub mod twilio;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
