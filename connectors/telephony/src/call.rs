@@ -3,8 +3,8 @@
 
 use serde::Deserialize;
 use serde_json::Value;
-use switchboard_connector_sms::phone::normalize_e164;
-use switchboard_connector_sms::twilio_signature::FormParams;
+use switchboard_sdk::phone::normalize_e164;
+use switchboard_sdk::webhook::FormParams;
 use switchboard_sdk::{RejectReason, Rejection};
 
 fn malformed(detail: impl Into<String>) -> Rejection {

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use switchboard_connector_sms::config::{check_base_url, check_id};
-use switchboard_connector_sms::hmac_webhook::{HmacConfig, HmacSigner};
-use switchboard_connector_sms::schedule::{
-    BusinessHours, parse_local_time, parse_utc_offset, parse_weekday,
-};
+use switchboard_sdk::config::{check_base_url, check_id};
+use switchboard_sdk::phone::check_country_code;
+use switchboard_sdk::profile::{Profile, ProviderKind};
+use switchboard_sdk::schedule::{BusinessHours, parse_local_time, parse_utc_offset, parse_weekday};
+use switchboard_sdk::signature::hmac_webhook::{HmacConfig, HmacSigner};
 use switchboard_sdk::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
 
 use crate::ivr::{Ivr, MenuItem, Timing};
@@ -30,7 +30,7 @@ pub const DEFAULT_VOICEMAIL_MAX_SECS: u32 = 120;
 pub struct TelephonyConfig {
     /// Unique id (lowercase letters, digits, `-`); the HTTP paths are `/telephony/{id}/...`.
     pub id: String,
-    /// Which provider runs the calls: `twilio` or `generic`.
+    /// Which provider runs the calls: `twilio` (Programmable Voice, TwiML) or `generic`.
     pub provider: ProviderKind,
     /// The URL the provider reaches this connector at, e.g.
     /// `https://sb.example.com/telephony/hotline`: menu actions point there and Twilio
@@ -79,16 +79,6 @@ pub struct TelephonyConfig {
     /// Limits the daemon enforces for this connector.
     #[serde(default)]
     pub limits: ConnectorLimits,
-}
-
-/// The provider profiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Twilio Programmable Voice (TwiML).
-    Twilio,
-    /// Any gateway that speaks the documented signed JSON.
-    Generic,
 }
 
 /// `[connectors.telephony.twilio]`.
@@ -327,59 +317,26 @@ impl TelephonyConfig {
     }
 
     fn provider_settings(&self, problems: &mut Vec<ConfigProblem>) -> Option<ProviderSettings> {
-        match self.provider {
-            ProviderKind::Twilio => {
-                if self.generic.is_some() {
-                    problems.push(ConfigProblem::new(
-                        "generic",
-                        "only allowed with provider = \"generic\"",
-                    ));
-                }
-                let Some(twilio) = &self.twilio else {
-                    problems.push(ConfigProblem::new(
-                        "twilio",
-                        "missing [connectors.telephony.twilio] table for provider = \"twilio\"",
-                    ));
-                    return None;
-                };
-                SecretRef::new(
-                    "auth_token",
-                    &twilio.auth_token,
-                    &twilio.auth_token_env,
-                    &twilio.auth_token_file,
-                )
-                .required()
-                .map(ProviderSettings::Twilio)
-                .map_err(|mut p| {
-                    p.key = format!("twilio.{}", p.key);
-                    problems.push(p);
-                })
-                .ok()
-            }
-            ProviderKind::Generic => {
-                if self.twilio.is_some() {
-                    problems.push(ConfigProblem::new(
-                        "twilio",
-                        "only allowed with provider = \"twilio\"",
-                    ));
-                }
-                let Some(generic) = &self.generic else {
-                    problems.push(ConfigProblem::new(
-                        "generic",
-                        "missing [connectors.telephony.generic] table for provider = \"generic\"",
-                    ));
-                    return None;
-                };
+        let picked = self.provider.pick(
+            "connectors.telephony",
+            self.twilio.as_ref(),
+            self.generic.as_ref(),
+            problems,
+        )?;
+        match picked {
+            Profile::Twilio(twilio) => SecretRef::new(
+                "auth_token",
+                &twilio.auth_token,
+                &twilio.auth_token_env,
+                &twilio.auth_token_file,
+            )
+            .required()
+            .map(ProviderSettings::Twilio)
+            .map_err(|problem| problems.push(problem.within("twilio")))
+            .ok(),
+            Profile::Generic(generic) => {
                 if let Some(cc) = &generic.default_country_code {
-                    let ok = (1..=3).contains(&cc.len())
-                        && cc.chars().all(|c| c.is_ascii_digit())
-                        && !cc.starts_with('0');
-                    if !ok {
-                        problems.push(ConfigProblem::new(
-                            "generic.default_country_code",
-                            format!("{cc:?} must be 1 to 3 digits like \"86\", without +"),
-                        ));
-                    }
+                    problems.extend(check_country_code("generic.default_country_code", cc));
                 }
                 let hmac = HmacConfig {
                     signing_key: generic.signing_key.clone(),

@@ -10,10 +10,11 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
-use switchboard_connector_sms::hmac_webhook::HmacSigner;
-use switchboard_connector_sms::phone::Masked;
-use switchboard_connector_sms::schedule::{Clock, system_clock};
-use switchboard_connector_sms::twilio_signature::TwilioVerifier;
+use switchboard_sdk::phone::Masked;
+use switchboard_sdk::schedule::{Clock, system_clock};
+use switchboard_sdk::signature::hmac_webhook::HmacSigner;
+use switchboard_sdk::signature::twilio::TwilioVerifier;
+use switchboard_sdk::webhook::FormParams;
 use switchboard_sdk::{
     BuildError, Connector, ConnectorContext, ConnectorFactory, ConnectorLimits, Content, Delivered,
     DeliveryError, Event, Inbound, InboundMessage, Recipient, RejectReason, Rejection, Reply,
@@ -475,26 +476,15 @@ pub fn call_event_kind(status: &str) -> Option<&'static str> {
 }
 
 /// The query string of a callback URL (the IVR's own state).
-struct Query(Vec<(String, String)>);
+struct Query(FormParams);
 
 impl Query {
     fn parse(uri: &Uri) -> Self {
-        Self(
-            uri.query()
-                .map(|q| {
-                    url::form_urlencoded::parse(q.as_bytes())
-                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        )
+        Self(FormParams::from_query(uri))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.0.get(name)
     }
 
     /// The menu attempt, 1 when absent, clamped to `max`.

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use switchboard_connector_sms::schedule::BusinessHours;
+use switchboard_sdk::schedule::BusinessHours;
 use switchboard_sdk::time::OffsetDateTime;
 
 use crate::config::Handoff;
@@ -396,7 +396,7 @@ impl Ivr {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use switchboard_connector_sms::schedule::BusinessHours;
+    use switchboard_sdk::schedule::BusinessHours;
     use switchboard_sdk::time::Weekday;
     use time::macros::{datetime, offset, time};
 

@@ -8,7 +8,7 @@
 //!
 //! Two provider profiles: `twilio` (signed form webhooks, answers in TwiML) and `generic`
 //! (signed JSON both ways). The Twilio signature, the generic HMAC scheme, phone masking and
-//! the time windows come from `switchboard-connector-sms`.
+//! the time windows come from the sdk, shared with the SMS connector.
 
 #![warn(missing_docs)]
 

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Harness, fixture};
+use common::fixture;
 use serde_json::{Value, json};
-use switchboard_connector_sms::hmac_webhook::HmacSigner;
-use switchboard_connector_sms::schedule::fixed_clock;
 use switchboard_connector_telephony::{TelephonyConfig, TelephonyConnector};
-use switchboard_sdk::testing::{ComplianceFixture, check_connector};
+use switchboard_sdk::schedule::fixed_clock;
+use switchboard_sdk::signature::hmac_webhook::{HmacConfig, HmacSigner};
+use switchboard_sdk::testing::{ComplianceFixture, Harness, check_connector, hmac_request};
 use switchboard_sdk::time::OffsetDateTime;
 use switchboard_sdk::{Content, RejectReason, Secret};
 
@@ -53,21 +53,18 @@ fn line() -> TelephonyConnector {
 }
 
 fn signed(path: &str, body: &str, key: &str, at: OffsetDateTime) -> Request<Body> {
-    let mut request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap_or_default();
-    for (name, value) in HmacSigner::new(Secret::new(key)).sign(body.as_bytes(), at) {
-        // The connector is configured with its own header names.
-        let name = match name.as_str() {
-            "x-signature" => "x-gw-signature",
-            _ => "x-gw-timestamp",
-        };
-        if let Ok(value) = value.parse() {
-            request.headers_mut().insert(name, value);
-        }
+    // Signed with the header names the connector is configured with.
+    let signer = HmacConfig {
+        signing_key: Some(Secret::new(key)),
+        signing_key_env: None,
+        signing_key_file: None,
+        signature_header: Some("X-Gw-Signature".to_owned()),
+        timestamp_header: Some("X-Gw-Timestamp".to_owned()),
+        replay_window_secs: None,
     }
-    request
+    .build("generic")
+    .unwrap_or_else(|problems| panic!("signer: {problems:?}"));
+    hmac_request(&signer, path, body, at)
 }
 
 fn now_signed(path: &str, body: &str) -> Request<Body> {
@@ -218,18 +215,13 @@ async fn voicemail_and_status_over_json() {
 async fn the_configured_header_names_are_the_ones_checked() {
     let h = Harness::new(&line().with_clock(fixed_clock(OffsetDateTime::now_utc())));
     let body = fixture("generic/incoming-call.json");
-    let mut request = Request::post("/incoming")
-        .header("content-type", "application/json")
-        .body(Body::from(body.clone()))
-        .unwrap_or_default();
     // Correctly signed, but under the default header names.
-    for (name, value) in
-        HmacSigner::new(Secret::new(KEY)).sign(body.as_bytes(), OffsetDateTime::now_utc())
-    {
-        if let Ok(value) = value.parse() {
-            request.headers_mut().insert(name, value);
-        }
-    }
+    let request = hmac_request(
+        &HmacSigner::new(Secret::new(KEY)),
+        "/incoming",
+        &body,
+        OffsetDateTime::now_utc(),
+    );
     let answer = h.call(request).await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN);
     assert_eq!(

@@ -8,12 +8,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{Answer, Harness, fixture, twilio_post};
+use common::fixture;
 use quick_xml::Reader;
 use quick_xml::events::Event as XmlEvent;
-use switchboard_connector_sms::schedule::fixed_clock;
 use switchboard_connector_telephony::{TelephonyConfig, TelephonyConnector};
-use switchboard_sdk::testing::{ComplianceFixture, check_connector};
+use switchboard_sdk::schedule::fixed_clock;
+use switchboard_sdk::testing::{
+    Answer, ComplianceFixture, Harness, check_connector, twilio_request,
+};
 use switchboard_sdk::time::OffsetDateTime;
 use switchboard_sdk::{
     AcceptError, Connector, Content, ConversationId, DeliveryError, Recipient, RejectReason, Reply,
@@ -78,7 +80,7 @@ fn line(at: OffsetDateTime) -> TelephonyConnector {
 }
 
 fn post(path_and_query: &str, body: &str) -> Request<Body> {
-    twilio_post(PUBLIC_URL, TOKEN, path_and_query, body, None)
+    twilio_request(PUBLIC_URL, TOKEN, path_and_query, body, None)
 }
 
 fn digits(d: &str) -> String {
@@ -177,7 +179,7 @@ impl ComplianceFixture for VoiceFixture {
         post("/gather?step=menu&attempt=1", &digits("2"))
     }
     fn forged_request(&self) -> Request<Body> {
-        twilio_post(
+        twilio_request(
             PUBLIC_URL,
             "wrong",
             "/gather?step=menu&attempt=1",
@@ -550,14 +552,14 @@ async fn forged_or_missing_signatures_are_refused() {
         .to_owned();
     let requests = [
         // The signed URL includes the query: moving the step breaks it.
-        twilio_post(
+        twilio_request(
             PUBLIC_URL,
             TOKEN,
             "/gather?step=tracking&choice=2",
             &body,
             Some(&signature),
         ),
-        twilio_post(
+        twilio_request(
             PUBLIC_URL,
             TOKEN,
             "/gather?step=menu&attempt=1",
@@ -567,7 +569,7 @@ async fn forged_or_missing_signatures_are_refused() {
         Request::post("/incoming")
             .body(Body::from(fixture("twilio/incoming-call.form")))
             .unwrap_or_default(),
-        twilio_post(
+        twilio_request(
             "http://localhost:3000/telephony/hotline",
             TOKEN,
             "/status",
