@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_sdk::config::{check_base_url, check_id};
+use switchboard_sdk::phone::check_country_code;
+use switchboard_sdk::profile::{Profile, ProviderKind};
+use switchboard_sdk::schedule::{QuietHours, parse_local_time, parse_utc_offset};
+use switchboard_sdk::signature::hmac_webhook::{HmacConfig, HmacSigner};
 use switchboard_sdk::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
-
-use crate::hmac_webhook::{HmacConfig, HmacSigner};
-use crate::schedule::{QuietHours, parse_local_time, parse_utc_offset};
 
 /// Twilio's REST API, used unless `twilio.api_base` says otherwise.
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
@@ -21,7 +23,7 @@ pub const DEFAULT_CONCAT_TTL_SECS: u64 = 900;
 pub struct SmsConfig {
     /// Unique id (lowercase letters, digits, `-`); the HTTP paths are `/sms/{id}/...`.
     pub id: String,
-    /// Which provider speaks to the network: `twilio` or `generic`.
+    /// Which provider speaks to the network: `twilio` (Programmable Messaging) or `generic`.
     pub provider: ProviderKind,
     /// The URL the provider reaches this connector at, e.g. `https://sb.example.com/sms/main`:
     /// Twilio signatures are checked against it and status callbacks point to it. Required
@@ -43,16 +45,6 @@ pub struct SmsConfig {
     /// Limits the daemon enforces for this connector.
     #[serde(default)]
     pub limits: ConnectorLimits,
-}
-
-/// The provider profiles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ProviderKind {
-    /// Twilio Programmable Messaging.
-    Twilio,
-    /// Any gateway that speaks the documented signed JSON.
-    Generic,
 }
 
 /// `[connectors.sms.twilio]`.
@@ -131,40 +123,6 @@ pub struct QuietHoursConfig {
     pub start: String,
     /// When they end, local `HH:MM`; earlier than `start` means the next morning.
     pub end: String,
-}
-
-/// Checks a connector id: lowercase letters, digits and `-`, not empty.
-pub fn check_id(id: &str) -> Option<ConfigProblem> {
-    let ok = !id.is_empty()
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    (!ok).then(|| {
-        ConfigProblem::new(
-            "id",
-            format!("{id:?} must be lowercase letters, digits and '-'"),
-        )
-    })
-}
-
-/// Checks an absolute http(s) URL without query or fragment and returns it without a
-/// trailing `/`.
-pub fn check_base_url(key: &str, raw: &str) -> Result<String, ConfigProblem> {
-    let parsed = url::Url::parse(raw.trim())
-        .map_err(|err| ConfigProblem::new(key, format!("{raw:?} is not a url: {err}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(ConfigProblem::new(
-            key,
-            format!("{raw:?} must be an absolute http or https url"),
-        ));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(ConfigProblem::new(
-            key,
-            format!("{raw:?} must not have a query or fragment"),
-        ));
-    }
-    Ok(raw.trim().trim_end_matches('/').to_owned())
 }
 
 /// How a reply picks its Twilio sender.
@@ -251,45 +209,20 @@ impl SmsConfig {
             }
         };
 
-        let provider = match self.provider {
-            ProviderKind::Twilio => {
-                if self.generic.is_some() {
-                    problems.push(ConfigProblem::new(
-                        "generic",
-                        "only allowed with provider = \"generic\"",
-                    ));
-                }
-                match &self.twilio {
-                    Some(twilio) => twilio.validate(&mut problems).map(ProviderSettings::Twilio),
-                    None => {
-                        problems.push(ConfigProblem::new(
-                            "twilio",
-                            "missing [connectors.sms.twilio] table for provider = \"twilio\"",
-                        ));
-                        None
-                    }
-                }
+        let picked = self.provider.pick(
+            "connectors.sms",
+            self.twilio.as_ref(),
+            self.generic.as_ref(),
+            &mut problems,
+        );
+        let provider = match picked {
+            Some(Profile::Twilio(twilio)) => {
+                twilio.validate(&mut problems).map(ProviderSettings::Twilio)
             }
-            ProviderKind::Generic => {
-                if self.twilio.is_some() {
-                    problems.push(ConfigProblem::new(
-                        "twilio",
-                        "only allowed with provider = \"twilio\"",
-                    ));
-                }
-                match &self.generic {
-                    Some(generic) => generic
-                        .validate(&mut problems)
-                        .map(ProviderSettings::Generic),
-                    None => {
-                        problems.push(ConfigProblem::new(
-                            "generic",
-                            "missing [connectors.sms.generic] table for provider = \"generic\"",
-                        ));
-                        None
-                    }
-                }
-            }
+            Some(Profile::Generic(generic)) => generic
+                .validate(&mut problems)
+                .map(ProviderSettings::Generic),
+            None => None,
         };
 
         let quiet_hours = self
@@ -324,10 +257,7 @@ impl TwilioConfig {
             &self.auth_token_file,
         )
         .required()
-        .map_err(|mut problem| {
-            problem.key = format!("twilio.{}", problem.key);
-            problems.push(problem);
-        })
+        .map_err(|problem| problems.push(problem.within("twilio")))
         .ok();
         let sender = match (&self.from, &self.messaging_service_sid) {
             (Some(from), None) if !from.trim().is_empty() => {
@@ -409,15 +339,7 @@ impl GenericConfig {
             .map_err(|found| problems.extend(found))
             .ok();
         if let Some(cc) = &self.default_country_code {
-            let ok = (1..=3).contains(&cc.len())
-                && cc.chars().all(|c| c.is_ascii_digit())
-                && !cc.starts_with('0');
-            if !ok {
-                problems.push(ConfigProblem::new(
-                    "generic.default_country_code",
-                    format!("{cc:?} must be 1 to 3 digits like \"86\", without +"),
-                ));
-            }
+            problems.extend(check_country_code("generic.default_country_code", cc));
         }
         let ttl = self.concat_ttl_secs.unwrap_or(DEFAULT_CONCAT_TTL_SECS);
         if ttl == 0 {
@@ -540,21 +462,6 @@ mod tests {
         let config = parse("id = \"gw\"\nprovider = \"generic\"\n");
         let problems = config.validate().unwrap_err();
         assert_eq!(problems[0].key, "generic");
-    }
-
-    #[test]
-    fn ids_and_urls_are_checked() {
-        assert!(check_id("cn-main-2").is_none());
-        for bad in ["", "Main", "a_b", "a b"] {
-            assert!(check_id(bad).is_some(), "{bad}");
-        }
-        assert_eq!(
-            check_base_url("k", "https://sb.example.com/sms/main/"),
-            Ok("https://sb.example.com/sms/main".to_owned())
-        );
-        for bad in ["sb.example.com", "https://x/?a=1", "mailto:a@b", "http://"] {
-            assert!(check_base_url("k", bad).is_err(), "{bad}");
-        }
     }
 }
 

@@ -10,6 +10,10 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::json;
+use switchboard_sdk::phone::{Masked, is_e164};
+use switchboard_sdk::schedule::{Clock, QuietHours, system_clock};
+use switchboard_sdk::signature::twilio::TwilioVerifier;
+use switchboard_sdk::webhook::FormParams;
 use switchboard_sdk::{
     BuildError, Connector, ConnectorContext, ConnectorFactory, ConnectorLimits, Delivered,
     DeliveryError, Inbound, KvStore, Recipient, RejectReason, Rejection, Reply,
@@ -19,10 +23,7 @@ use crate::config::{ProviderSettings, SmsConfig};
 use crate::generic::{self, GenericClient, Reassembly, StoredPart};
 use crate::message::{IncomingSms, OutgoingSms};
 use crate::optout::{self, OptOuts};
-use crate::phone::{Masked, is_e164};
-use crate::schedule::{Clock, QuietHours, system_clock};
 use crate::twilio::{self, EMPTY_TWIML, TwilioClient};
-use crate::twilio_signature::TwilioVerifier;
 
 /// The channel kind.
 pub const KIND: &str = "sms";
@@ -259,11 +260,9 @@ impl SmsConnector {
         headers: &HeaderMap,
         body: &[u8],
     ) -> Result<Response, Rejection> {
-        let reply_id = uri.query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "reply_id")
-                .map(|(_, v)| v.into_owned())
-        });
+        let reply_id = FormParams::from_query(uri)
+            .get("reply_id")
+            .map(str::to_owned);
         let (event, answer) = match &self.provider {
             Provider::Twilio { verifier, .. } => {
                 let params = verifier.verify_request("/status", uri, headers, body)?;
@@ -383,17 +382,11 @@ async fn inbound_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match state
+    let handled = state
         .connector
         .handle_inbound(&state.inbound, &uri, &headers, &body)
-        .await
-    {
-        Ok(response) => response,
-        Err(rejection) => {
-            log_rejection(&state.connector.id, "/inbound", &rejection);
-            rejection.into_response()
-        }
-    }
+        .await;
+    answer(&state.connector.id, "/inbound", handled)
 }
 
 async fn status_route(
@@ -402,22 +395,21 @@ async fn status_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match state
+    let handled = state
         .connector
         .handle_status(&state.inbound, &uri, &headers, &body)
-        .await
-    {
-        Ok(response) => response,
-        Err(rejection) => {
-            log_rejection(&state.connector.id, "/status", &rejection);
-            rejection.into_response()
-        }
-    }
+        .await;
+    answer(&state.connector.id, "/status", handled)
 }
 
-fn log_rejection(id: &str, route: &str, rejection: &Rejection) {
-    tracing::debug!(connector = %id, route, reason = rejection.reason.as_str(),
-        detail = %rejection.detail, "sms webhook refused");
+/// The handler's response, or its rejection logged with the route (the daemon logs every
+/// refusal too, but without the route that tells a wrong `public_url` apart).
+fn answer(id: &str, route: &str, handled: Result<Response, Rejection>) -> Response {
+    handled.unwrap_or_else(|rejection| {
+        tracing::debug!(connector = %id, route, reason = rejection.reason.as_str(),
+            detail = %rejection.detail, "sms webhook refused");
+        rejection.into_response()
+    })
 }
 
 #[async_trait]

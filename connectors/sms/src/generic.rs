@@ -6,14 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use switchboard_sdk::connector::parse_retry_after;
+use switchboard_sdk::phone::normalize_e164;
+use switchboard_sdk::schedule::Clock;
+use switchboard_sdk::signature::hmac_webhook::HmacSigner;
 use switchboard_sdk::{DeliveryError, Event, KvError, KvStore, RejectReason, Rejection};
 
-use crate::hmac_webhook::HmacSigner;
-use crate::message::{IncomingSms, Media, OutgoingSms};
-use crate::phone::normalize_e164;
-use crate::schedule::Clock;
+use crate::message::{DeliveryStatus, IncomingSms, Media, OutgoingSms, excerpt};
 use crate::segments::{self, Encoding};
 
 /// Most parts a concatenated SMS can have (the UDH counts parts in one byte).
@@ -244,32 +244,24 @@ pub fn parse_status(
     if parsed.message_id.trim().is_empty() || parsed.status.trim().is_empty() {
         return Err(malformed("message_id and status must not be empty"));
     }
-    let status = parsed.status.trim().to_ascii_lowercase();
-    let error_code = match parsed.error_code {
-        Some(Value::String(s)) if !s.is_empty() => Some(s),
-        Some(Value::Number(n)) => Some(n.to_string()),
-        _ => None,
+    let receipt = DeliveryStatus {
+        message_id: parsed.message_id,
+        reply_id: query_reply_id.or(parsed.reply_id),
+        to: parsed
+            .to
+            .as_deref()
+            .and_then(|to| normalize_e164(to, default_cc).ok()),
+        status: parsed.status.trim().to_ascii_lowercase(),
+        error_code: match parsed.error_code {
+            Some(Value::String(s)) if !s.is_empty() => Some(s),
+            Some(Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        },
     };
-    let mut event = Event::new("delivery.status");
-    event.channel_message_id = Some(parsed.message_id);
-    event.reply_id = query_reply_id.or(parsed.reply_id);
-    if let Some(to) = parsed
-        .to
-        .as_deref()
-        .and_then(|to| normalize_e164(to, default_cc).ok())
-    {
-        event.conversation_id = Some(format!("{kind}:{connector_id}:{to}"));
-    }
-    let mut data = Map::new();
-    data.insert("status".into(), Value::String(status.clone()));
-    data.insert(
-        "error_code".into(),
-        error_code.clone().map_or(Value::Null, Value::String),
-    );
-    event.data = data;
-    if matches!(status.as_str(), "failed" | "undelivered") {
+    let mut event = receipt.to_event(kind, connector_id);
+    if receipt.failed() {
         event.retryable = Some(parsed.retryable.unwrap_or(false));
-        event.code = error_code;
+        event.code = receipt.error_code;
         event.text = parsed.error_message;
     }
     Ok(event)
@@ -429,13 +421,10 @@ impl GenericClient {
             .body(bytes)
             .send()
             .await
-            .map_err(|err| DeliveryError::from_transport(&err))?;
+            .map_err(DeliveryError::transport)?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let raw = response
-            .bytes()
-            .await
-            .map_err(|err| DeliveryError::from_transport(&err))?;
+        let raw = response.bytes().await.map_err(DeliveryError::transport)?;
         let answer: Option<SendAnswer> = serde_json::from_slice(&raw).ok();
         classify_answer(status, answer, &raw, retry_after)
     }
@@ -474,14 +463,11 @@ fn classify_answer(
                 DeliveryError::Permanent { code, text }
             })
         }
-        _ => {
-            let excerpt: String = String::from_utf8_lossy(raw).chars().take(200).collect();
-            Err(DeliveryError::from_http_status(
-                status,
-                &excerpt,
-                retry_after,
-            ))
-        }
+        _ => Err(DeliveryError::from_http_status(
+            status,
+            &excerpt(raw),
+            retry_after,
+        )),
     }
 }
 

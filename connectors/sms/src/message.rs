@@ -1,8 +1,12 @@
 //! Provider-neutral SMS in both directions: an incoming text becomes one or more
-//! [`InboundMessage`]s; a [`Reply`]'s content becomes a body and media URLs.
+//! [`InboundMessage`]s; a [`Reply`]'s content becomes a body and media URLs; a delivery
+//! receipt becomes a `delivery.status` event.
+//!
+//! [`Reply`]: switchboard_sdk::Reply
 
 use serde_json::{Map, Value};
-use switchboard_sdk::{Content, DeliveryError, InboundMessage};
+use switchboard_sdk::text::truncate_chars;
+use switchboard_sdk::{Content, DeliveryError, Event, InboundMessage};
 
 use crate::optout::Keyword;
 
@@ -133,6 +137,53 @@ fn mime_major(media: &Media) -> Option<&str> {
         .as_deref()
         .and_then(|m| m.split('/').next())
         .map(str::trim)
+}
+
+/// A delivery receipt as read from any provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryStatus {
+    /// The provider's id of the message sent.
+    pub message_id: String,
+    /// The reply it carried, when known.
+    pub reply_id: Option<String>,
+    /// The recipient, E.164, when the provider named a phone number.
+    pub to: Option<String>,
+    /// The status, lowercase (`queued`, `sent`, `delivered`, `undelivered`, `failed`, ...).
+    pub status: String,
+    /// The provider's error code, for failures.
+    pub error_code: Option<String>,
+}
+
+impl DeliveryStatus {
+    /// Whether the message did not reach the handset.
+    pub fn failed(&self) -> bool {
+        matches!(self.status.as_str(), "failed" | "undelivered")
+    }
+
+    /// The `delivery.status` event of connector `kind`/`connector_id`, `data` holding
+    /// `status` and `error_code`; the caller adds what its provider says about a failure.
+    pub fn to_event(&self, kind: &str, connector_id: &str) -> Event {
+        let mut event = Event::new("delivery.status");
+        event.channel_message_id = Some(self.message_id.clone());
+        event.reply_id = self.reply_id.clone();
+        event.conversation_id = self
+            .to
+            .as_ref()
+            .map(|to| format!("{kind}:{connector_id}:{to}"));
+        let mut data = Map::new();
+        data.insert("status".into(), Value::String(self.status.clone()));
+        data.insert(
+            "error_code".into(),
+            self.error_code.clone().map_or(Value::Null, Value::String),
+        );
+        event.data = data;
+        event
+    }
+}
+
+/// At most 200 characters of a provider's answer, for error texts.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    truncate_chars(&String::from_utf8_lossy(body), 200).to_owned()
 }
 
 /// What an SMS reply carries.

@@ -4,15 +4,14 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use switchboard_sdk::connector::parse_retry_after;
+use switchboard_sdk::phone::{is_e164, normalize_e164};
+use switchboard_sdk::webhook::FormParams;
 use switchboard_sdk::{DeliveryError, Event, RejectReason, Rejection, Secret};
 
 use crate::config::TwilioSender;
-use crate::message::{IncomingSms, Media, OutgoingSms};
+use crate::message::{DeliveryStatus, IncomingSms, Media, OutgoingSms, excerpt};
 use crate::optout::Keyword;
-use crate::phone::{is_e164, normalize_e164};
-use crate::twilio_signature::FormParams;
 
 /// The empty TwiML answer: "received, send nothing back".
 pub const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>";
@@ -101,30 +100,24 @@ pub fn parse_status(
         .or_else(|| params.non_empty("SmsStatus"))
         .ok_or_else(|| malformed("missing MessageStatus"))?
         .to_ascii_lowercase();
-    let error_code = params.non_empty("ErrorCode").map(str::to_owned);
-    let mut event = Event::new("delivery.status");
-    event.channel_message_id = Some(sid.to_owned());
-    event.reply_id = reply_id;
-    if let Some(to) = params
-        .non_empty("To")
-        .and_then(|to| normalize_e164(to, None).ok())
-    {
-        event.conversation_id = Some(format!("{kind}:{connector_id}:{to}"));
-    }
-    let mut data = Map::new();
-    data.insert("status".into(), Value::String(status.clone()));
-    data.insert(
-        "error_code".into(),
-        error_code.clone().map_or(Value::Null, Value::String),
-    );
-    event.data = data;
-    if matches!(status.as_str(), "failed" | "undelivered") {
-        let class = error_code
+    let receipt = DeliveryStatus {
+        message_id: sid.to_owned(),
+        reply_id,
+        to: params
+            .non_empty("To")
+            .and_then(|to| normalize_e164(to, None).ok()),
+        status,
+        error_code: params.non_empty("ErrorCode").map(str::to_owned),
+    };
+    let mut event = receipt.to_event(kind, connector_id);
+    if receipt.failed() {
+        let class = receipt
+            .error_code
             .as_deref()
             .and_then(|c| c.parse::<u32>().ok())
             .and_then(error_class);
         event.retryable = Some(class.is_some_and(|(class, _)| class != CodeClass::Permanent));
-        event.code = error_code;
+        event.code = receipt.error_code;
         event.text = class.map(|(_, text)| text.to_owned());
     }
     Ok(event)
@@ -323,13 +316,10 @@ impl TwilioClient {
             .form(&form)
             .send()
             .await
-            .map_err(|err| DeliveryError::from_transport(&err))?;
+            .map_err(DeliveryError::transport)?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let body = response
-            .bytes()
-            .await
-            .map_err(|err| DeliveryError::from_transport(&err))?;
+        let body = response.bytes().await.map_err(DeliveryError::transport)?;
         if (200..300).contains(&status) {
             // The message was created; a body we cannot read must not cause a resend.
             return Ok(serde_json::from_slice::<ApiMessage>(&body)
@@ -345,13 +335,10 @@ impl TwilioClient {
     }
 }
 
-/// At most 200 characters of a body, for error texts.
-fn excerpt(body: &[u8]) -> String {
-    String::from_utf8_lossy(body).chars().take(200).collect()
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> FormParams {

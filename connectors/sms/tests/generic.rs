@@ -11,12 +11,12 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Request, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use common::{Harness, fixture, reply, serve};
+use common::{fixture, reply};
 use serde_json::{Value, json};
-use switchboard_connector_sms::hmac_webhook::HmacSigner;
 use switchboard_connector_sms::{SmsConfig, SmsConnector};
+use switchboard_sdk::signature::hmac_webhook::HmacSigner;
 use switchboard_sdk::signature::verify_timestamped;
-use switchboard_sdk::testing::{ComplianceFixture, check_connector};
+use switchboard_sdk::testing::{ComplianceFixture, Harness, check_connector, hmac_request, serve};
 use switchboard_sdk::time::OffsetDateTime;
 use switchboard_sdk::{
     AcceptError, Connector, ConnectorContext, Content, DeliveryError, RejectReason, Secret,
@@ -48,17 +48,7 @@ fn connector(send_url: &str, split: bool) -> SmsConnector {
 }
 
 fn signed(path: &str, body: &str, key: &str, at: OffsetDateTime) -> Request<Body> {
-    let signer = HmacSigner::new(Secret::new(key));
-    let mut request = Request::post(path)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_owned()))
-        .unwrap_or_default();
-    for (name, value) in signer.sign(body.as_bytes(), at) {
-        if let Ok(value) = value.parse() {
-            request.headers_mut().insert(name, value);
-        }
-    }
-    request
+    hmac_request(&HmacSigner::new(Secret::new(key)), path, body, at)
 }
 
 fn now_signed(path: &str, body: &str) -> Request<Body> {

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use common::{FakeTwilio, Harness, TwilioMode, encode, fixture, reply, twilio_post};
+use common::{FakeTwilio, TwilioMode, encode, fixture, reply};
 use serde_json::{Map, Value};
-use switchboard_connector_sms::schedule::fixed_clock;
 use switchboard_connector_sms::{SmsConfig, SmsConnector};
-use switchboard_sdk::testing::{ComplianceFixture, check_connector};
+use switchboard_sdk::schedule::fixed_clock;
+use switchboard_sdk::testing::{ComplianceFixture, Harness, check_connector, twilio_request};
 use switchboard_sdk::{Connector, ConnectorContext, Content, DeliveryError, RejectReason};
 use time::macros::datetime;
 
@@ -43,7 +43,7 @@ fn connector(api_base: &str) -> SmsConnector {
 }
 
 fn inbound(body: &str) -> Request<Body> {
-    twilio_post(PUBLIC_URL, TOKEN, "/inbound", body, None)
+    twilio_request(PUBLIC_URL, TOKEN, "/inbound", body, None)
 }
 
 struct TwilioFixture;
@@ -53,7 +53,7 @@ impl ComplianceFixture for TwilioFixture {
         inbound(&fixture("twilio/inbound-sms.form"))
     }
     fn forged_request(&self) -> Request<Body> {
-        twilio_post(
+        twilio_request(
             PUBLIC_URL,
             "not-the-token",
             "/inbound",
@@ -168,7 +168,7 @@ async fn forged_or_missing_signatures_are_refused_and_nothing_is_accepted() {
     let h = Harness::new(&connector("https://api.twilio.com"));
     let body = fixture("twilio/inbound-sms.form");
     // Signed for the URL the process sees rather than the configured public one.
-    let local = twilio_post(
+    let local = twilio_request(
         "http://127.0.0.1:8080/sms/main",
         TOKEN,
         "/inbound",
@@ -185,7 +185,7 @@ async fn forged_or_missing_signatures_are_refused_and_nothing_is_accepted() {
             .to_str()
             .unwrap_or_default()
             .to_owned();
-        twilio_post(
+        twilio_request(
             PUBLIC_URL,
             TOKEN,
             "/inbound",
@@ -440,7 +440,13 @@ async fn status_callbacks_are_reported_with_the_reply_id() {
     let path_and_query = callback.trim_start_matches(PUBLIC_URL).to_owned();
     let body = fixture("twilio/status-delivered.form");
     let answer = h
-        .call(twilio_post(PUBLIC_URL, TOKEN, &path_and_query, &body, None))
+        .call(twilio_request(
+            PUBLIC_URL,
+            TOKEN,
+            &path_and_query,
+            &body,
+            None,
+        ))
         .await;
     assert_eq!(answer.status, StatusCode::OK);
     let reported = h.sink.reported();
@@ -466,7 +472,7 @@ async fn status_callbacks_are_reported_with_the_reply_id() {
 
     let body = fixture("twilio/status-undelivered.form");
     let answer = h
-        .call(twilio_post(
+        .call(twilio_request(
             PUBLIC_URL,
             TOKEN,
             "/status?reply_id=r-9",
@@ -482,12 +488,12 @@ async fn status_callbacks_are_reported_with_the_reply_id() {
     assert_eq!(event.retryable, Some(true));
 
     // The reply id is part of what Twilio signed: changing it breaks the signature.
-    let signed = twilio_post(PUBLIC_URL, TOKEN, "/status?reply_id=r-9", &body, None);
+    let signed = twilio_request(PUBLIC_URL, TOKEN, "/status?reply_id=r-9", &body, None);
     let signature = signed.headers()["x-twilio-signature"]
         .to_str()
         .unwrap_or_default()
         .to_owned();
-    let moved = twilio_post(
+    let moved = twilio_request(
         PUBLIC_URL,
         TOKEN,
         "/status?reply_id=r-10",
@@ -604,7 +610,7 @@ async fn the_pipeline_refusing_is_never_answered_with_success() {
     let answer = h.call(inbound(&fixture("twilio/inbound-mms.form"))).await;
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     let answer = h
-        .call(twilio_post(
+        .call(twilio_request(
             PUBLIC_URL,
             TOKEN,
             "/status",
