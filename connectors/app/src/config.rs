@@ -7,6 +7,8 @@ use serde::Deserialize;
 use switchboard_sdk::reqwest::Url;
 use switchboard_sdk::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
 
+use crate::push::config::{PushConfig, PushSettings};
+
 /// Replay window used when `replay_window_secs` is not set.
 pub const DEFAULT_REPLAY_WINDOW_SECS: u64 = 300;
 /// Webhook timeout used when `webhook.timeout_ms` is not set.
@@ -41,6 +43,9 @@ pub struct AppConfig {
     pub keep_raw: bool,
     /// Where agent replies are posted.
     pub webhook: WebhookConfig,
+    /// Push notifications for users who are not in the app (FCM, APNs, JPush).
+    #[serde(default)]
+    pub push: Option<PushConfig>,
     /// Limits the daemon enforces for this connector.
     #[serde(default)]
     pub limits: ConnectorLimits,
@@ -80,6 +85,8 @@ pub(crate) struct Settings {
     pub webhook_url: Url,
     /// Limit of one delivery attempt.
     pub webhook_timeout: Duration,
+    /// Push delivery, when configured.
+    pub push: Option<PushSettings>,
     /// Limits the daemon enforces.
     pub limits: ConnectorLimits,
 }
@@ -150,6 +157,11 @@ impl AppConfig {
             ));
         }
 
+        let push = self
+            .push
+            .as_ref()
+            .and_then(|push| push.validate(&mut problems));
+
         problems.extend(self.limits.validate());
 
         match (signing_key, webhook_url) {
@@ -161,6 +173,7 @@ impl AppConfig {
                 keep_raw: self.keep_raw,
                 webhook_url,
                 webhook_timeout: Duration::from_millis(self.webhook.timeout_ms),
+                push,
                 limits: self.limits.clone(),
             }),
             _ => Err(problems),
@@ -286,7 +299,8 @@ mod tests {
                     "signing_key = ",
                     "signing_key_env = \"HOME\"\n signing_key = ",
                 ),
-                "signing_key",
+                // The later of the two ways given: the key surely in the file.
+                "signing_key_env",
             ),
             (
                 "short signing key",

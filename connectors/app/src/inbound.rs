@@ -170,6 +170,17 @@ pub(crate) fn check_request(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<InboundMessage, InboundError> {
+    authenticate(settings, headers, body)?;
+    parse_message(body, settings.keep_raw)
+}
+
+/// Checks the signature headers against the body and the replay window: the same scheme
+/// for every route of the connector.
+pub(crate) fn authenticate(
+    settings: &InboundSettings,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), InboundError> {
     let timestamp = header(headers, TIMESTAMP_HEADER)?;
     let signature = header(headers, SIGNATURE_HEADER)?;
     if !verify_timestamped(
@@ -190,7 +201,7 @@ pub(crate) fn check_request(
             });
         }
     }
-    parse_message(body, settings.keep_raw)
+    Ok(())
 }
 
 fn header<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<&'h str, InboundError> {
@@ -221,10 +232,7 @@ pub(crate) fn parse_message(body: &[u8], keep_raw: bool) -> Result<InboundMessag
         .map_err(|err| InboundError::Malformed(describe_json_error(&err)))?;
 
     check_id("message_id", &wire.message_id)?;
-    check_id("user_id", &wire.user_id)?;
-    if wire.user_id.chars().any(char::is_whitespace) {
-        return Err(invalid("user_id", "must not contain whitespace"));
-    }
+    check_user_id(&wire.user_id)?;
     let display_name = optional_field("display_name", wire.display_name, MAX_NAME_CHARS)?;
     let phone = optional_field("phone", wire.phone, MAX_NAME_CHARS)?;
     let customer_id = optional_field("customer_id", wire.customer_id, MAX_ID_CHARS)?;
@@ -239,6 +247,15 @@ pub(crate) fn parse_message(body: &[u8], keep_raw: bool) -> Result<InboundMessag
         dedupe_key: wire.message_id,
         raw,
     })
+}
+
+/// A `user_id`: an id without whitespace, since it is part of conversation ids and keys.
+pub(crate) fn check_user_id(user_id: &str) -> Result<(), InboundError> {
+    check_id("user_id", user_id)?;
+    if user_id.chars().any(char::is_whitespace) {
+        return Err(invalid("user_id", "must not contain whitespace"));
+    }
+    Ok(())
 }
 
 fn check_id(field: &'static str, value: &str) -> Result<(), InboundError> {
@@ -369,7 +386,7 @@ fn describe_json_error(err: &serde_path_to_error::Error<serde_json::Error>) -> S
 }
 
 /// Turns "invalid type: string \"x\", expected f64" into "invalid type: string, expected f64".
-fn without_quoted_value(message: &str) -> String {
+pub(crate) fn without_quoted_value(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix)
             && let Some(expected_at) = rest.rfind(", expected ")

@@ -1,12 +1,15 @@
 //! The app channel: a mobile app's backend posts its users' messages as signed JSON to
 //! `POST /app/{id}/messages`, and agent replies go back to the backend as signed webhook
 //! POSTs. Both directions sign `timestamp + "." + body` with HMAC-SHA256 and one shared key.
+//! With `[connectors.app.push]`, users who are not in the app also get the reply as a push
+//! notification (FCM, APNs or JPush per device; devices registered at `POST /devices`).
 //! See README.md for the wire contract.
 
 #![warn(missing_docs)]
 
 mod config;
 mod inbound;
+mod push;
 mod transport;
 
 #[cfg(test)]
@@ -28,10 +31,24 @@ pub use config::{
     WebhookConfig,
 };
 pub use inbound::{MAX_ID_CHARS, MAX_TEXT_CHARS};
+pub use push::config::{
+    ApnsConfig, DEFAULT_APNS_API_BASE, DEFAULT_ATTACHMENT_TEXT, DEFAULT_COLLAPSE_TEXT,
+    DEFAULT_COLLAPSE_WINDOW_SECS, DEFAULT_DEVICE_TTL_DAYS, DEFAULT_FCM_API_BASE,
+    DEFAULT_FCM_TOKEN_URI, DEFAULT_JPUSH_API_BASE, DEFAULT_MAX_DEVICES_PER_USER,
+    DEFAULT_PROVIDER_TIMEOUT_MS, DEFAULT_TITLE, DEFAULT_TTL_SECS, FcmConfig, JpushConfig,
+    LocaleTexts, PushConfig, QuietHoursConfig, QuietMode,
+};
+pub use push::devices::{MAX_TOKEN_BYTES, Platform, Provider};
+pub use push::{
+    APNS_PAYLOAD_LIMIT, FCM_PAYLOAD_LIMIT, FCM_SCOPE, JPUSH_PAYLOAD_LIMIT,
+    PROVIDER_TOKEN_REUSE_SECS,
+};
 pub use transport::MAX_ERROR_TEXT_CHARS;
 
 use config::Settings;
 use inbound::InboundSettings;
+use push::devices::{DevicesState, post_devices};
+use push::{Clock, Pusher};
 use transport::{ReplyTransport, WebhookTransport};
 
 /// The channel kind, as in `[[connectors.app]]` and `/app/{id}/...`.
@@ -61,7 +78,7 @@ impl ConnectorFactory for AppConnectorFactory {
             settings,
             context,
             OffsetDateTime::now_utc,
-        )))
+        )?))
     }
 }
 
@@ -75,12 +92,31 @@ struct AppConnector {
     inbound: Arc<InboundSettings>,
     /// The backend's reply webhook.
     webhook: Arc<dyn ReplyTransport>,
+    /// Push delivery and the device registry, when configured.
+    push: Option<Arc<Pusher>>,
+    /// What `POST /devices` needs, when push is configured.
+    devices: Option<Arc<DevicesState>>,
 }
 
 impl AppConnector {
     /// `clock` is the time used for replay checks and outbound timestamps, so tests can
     /// replay a fixed, signed example.
-    fn new(settings: Settings, context: &ConnectorContext, clock: fn() -> OffsetDateTime) -> Self {
+    fn new(
+        settings: Settings,
+        context: &ConnectorContext,
+        clock: fn() -> OffsetDateTime,
+    ) -> Result<Self, BuildError> {
+        Self::with_push_clock(settings, context, clock, Arc::new(clock))
+    }
+
+    /// Like [`AppConnector::new`], with a separate clock for push (token lifetimes, quiet
+    /// hours, collapse windows) that tests can turn forward.
+    fn with_push_clock(
+        settings: Settings,
+        context: &ConnectorContext,
+        clock: fn() -> OffsetDateTime,
+        push_clock: Clock,
+    ) -> Result<Self, BuildError> {
         let inbound = Arc::new(InboundSettings {
             connector_id: settings.id.clone(),
             signing_key: settings.signing_key.clone(),
@@ -95,18 +131,31 @@ impl AppConnector {
             signing_key: settings.signing_key,
             clock,
         });
-        Self {
+        let push = match settings.push {
+            Some(push) => Some(Arc::new(Pusher::new(
+                &settings.id,
+                push,
+                context,
+                push_clock.clone(),
+            )?)),
+            None => None,
+        };
+        let devices = push.as_ref().map(|push| {
+            Arc::new(DevicesState {
+                inbound: inbound.clone(),
+                registry: push.registry(),
+                providers: push.configured(),
+                clock: push_clock.clone(),
+            })
+        });
+        Ok(Self {
             id: settings.id,
             limits: settings.limits,
             inbound,
             webhook,
-        }
-    }
-
-    /// The transport that reaches this user. Every user is reached through the backend's
-    /// webhook for now; per-device push transports will be chosen here.
-    fn transport_for(&self, _recipient: &Recipient) -> &dyn ReplyTransport {
-        self.webhook.as_ref()
+            push,
+            devices,
+        })
     }
 }
 
@@ -125,9 +174,17 @@ impl Connector for AppConnector {
     }
 
     fn routes(&self, inbound: Inbound) -> Router {
-        Router::new()
+        let messages = Router::new()
             .route("/messages", post(inbound::post_message))
-            .with_state((self.inbound.clone(), inbound))
+            .with_state((self.inbound.clone(), inbound));
+        match &self.devices {
+            Some(devices) => messages.merge(
+                Router::new()
+                    .route("/devices", post(post_devices))
+                    .with_state(devices.clone()),
+            ),
+            None => messages,
+        }
     }
 
     async fn deliver(
@@ -145,19 +202,25 @@ impl Connector for AppConnector {
                 ),
             });
         }
-        let transport = self.transport_for(recipient);
-        let outcome = transport.send(recipient.channel_user_id(), reply).await;
+        let user_id = recipient.channel_user_id();
+        let (outcome, transport) = match &self.push {
+            Some(push) => (
+                push.deliver(user_id, reply, self.webhook.as_ref()).await,
+                "push",
+            ),
+            None => (self.webhook.send(user_id, reply).await, self.webhook.name()),
+        };
         match &outcome {
             Ok(delivered) => tracing::debug!(
                 connector = %self.id,
-                transport = transport.name(),
+                transport,
                 reply_id = %reply.id,
                 channel_message_id = delivered.channel_message_id.as_deref().unwrap_or("-"),
                 "app reply delivered"
             ),
             Err(err) => tracing::info!(
                 connector = %self.id,
-                transport = transport.name(),
+                transport,
                 reply_id = %reply.id,
                 retryable = err.is_retryable(),
                 error = %err,

@@ -41,6 +41,7 @@ fn config(webhook_url: &str, timeout_ms: u64, keep_raw: bool) -> AppConfig {
             url: webhook_url.to_owned(),
             timeout_ms,
         },
+        push: None,
         limits: ConnectorLimits::default(),
     }
 }
@@ -48,6 +49,7 @@ fn config(webhook_url: &str, timeout_ms: u64, keep_raw: bool) -> AppConfig {
 fn connector_with(config: &AppConfig, clock: fn() -> OffsetDateTime) -> AppConnector {
     let settings = config.validate().unwrap();
     AppConnector::new(settings, &ConnectorContext::in_memory(), clock)
+        .unwrap_or_else(|e| panic!("{:?}", e.0))
 }
 
 fn router_with(connector: &AppConnector) -> (axum::Router, Arc<RecordingSink>) {

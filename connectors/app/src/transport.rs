@@ -1,7 +1,6 @@
-//! How a reply reaches the app: a transport per way of reaching a device. Today the only one
-//! is the app backend's webhook; push providers (FCM, APNs, JPush) will be further
-//! implementations of [`ReplyTransport`], chosen per device, without touching the inbound
-//! side.
+//! How a reply reaches the app backend: its signed webhook, behind [`ReplyTransport`]. Push
+//! notifications to devices (FCM, APNs, JPush) are the `push` module's; it calls this
+//! transport for the backend's copy and while the user is in the app.
 
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// One way of getting a reply to an app user.
 #[async_trait]
 pub(crate) trait ReplyTransport: Send + Sync + 'static {
-    /// A short name for logs (`webhook`, later `fcm`, `apns`).
+    /// A short name for logs (`webhook`).
     fn name(&self) -> &'static str;
 
     /// Sends `reply` to the app user `user_id` and classifies the outcome.
