@@ -8,7 +8,10 @@
 //!   (body, headers, priority, routing key), purges `BENCH_PURGE_QUEUES`, declares its own
 //!   durable topic exchange and durable queue named `BENCH_NAME` (bound with `#`), publishes
 //!   `BENCH_WARMUP` messages, purges, then publishes `BENCH_N` messages with at most
-//!   `BENCH_WINDOW` unconfirmed, and deletes its exchange and queue.
+//!   `BENCH_WINDOW` unconfirmed, and deletes its exchange and queue. With `BENCH_RATE` above
+//!   0 it publishes open-loop instead, message `i` at `start + i / rate` however many are
+//!   unconfirmed, and reports publish-to-confirm latency counted from each message's due
+//!   moment: the broker's own latency floor at that rate.
 //! - `cleanup`: purges `BENCH_PURGE_QUEUES`, deletes `BENCH_DELETE_QUEUES` and
 //!   `BENCH_DELETE_EXCHANGES` (comma-separated lists).
 //!
@@ -29,7 +32,9 @@ use lapin::options::{
     QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind, PublisherConfirm,
+};
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
     match std::env::var(name) {
@@ -143,6 +148,100 @@ fn tally(result: Result<lapin::Confirmation, lapin::Error>, outcomes: &mut Outco
     }
 }
 
+/// Writes message `i` with the properties the daemon sets on every envelope.
+async fn publish_one(
+    channel: &Channel,
+    exchange: &str,
+    template: &Template,
+    run_id: &str,
+    i: usize,
+) -> Result<PublisherConfirm, lapin::Error> {
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(format!("{run_id}-{i}").as_str().into())
+        .with_timestamp(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+        .with_headers(template.headers.clone());
+    if let Some(priority) = template.priority {
+        properties = properties.with_priority(priority);
+    }
+    channel
+        .basic_publish(
+            exchange.into(),
+            template.routing_key.as_str().into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            &template.body,
+            properties,
+        )
+        .await
+}
+
+/// Publishes message `i` at `start + i / rate` whatever the confirms do; returns the
+/// outcomes and each message's time from its due moment to its confirm, in microseconds.
+async fn publish_open(
+    channel: &Channel,
+    exchange: &str,
+    template: &Template,
+    run_id: &str,
+    n: usize,
+    rate: f64,
+    deadline: Instant,
+) -> (Outcomes, Vec<u64>) {
+    let mut outcomes = Outcomes::default();
+    let mut latencies = Vec::with_capacity(n);
+    let mut in_flight = FuturesUnordered::new();
+    let start = tokio::time::Instant::now();
+    let mut i = 0;
+    while i < n || !in_flight.is_empty() {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        tokio::select! {
+            biased;
+            Some((due, result)) = in_flight.next(), if !in_flight.is_empty() => {
+                let waited: Duration = tokio::time::Instant::elapsed(&due);
+                latencies.push(u64::try_from(waited.as_micros()).unwrap_or(u64::MAX));
+                tally(result, &mut outcomes);
+            }
+            _ = tokio::time::sleep_until(due), if i < n => {
+                if Instant::now() >= deadline {
+                    i = n;
+                    continue;
+                }
+                match publish_one(channel, exchange, template, run_id, i).await {
+                    Ok(confirm) => in_flight.push(async move { (due, confirm.await) }),
+                    Err(err) => {
+                        eprintln!("publish {i} failed: {err}");
+                        outcomes.failed += 1;
+                        i = n;
+                        continue;
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+    (outcomes, latencies)
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
 /// Publishes `n` copies of `template` keeping at most `window` unconfirmed.
 async fn publish(
     channel: &Channel,
@@ -164,33 +263,7 @@ async fn publish(
                 tally(result, &mut outcomes);
             }
         }
-        // The same properties the daemon sets on every envelope.
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into())
-            .with_message_id(format!("{run_id}-{i}").as_str().into())
-            .with_timestamp(
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            )
-            .with_headers(template.headers.clone());
-        if let Some(priority) = template.priority {
-            properties = properties.with_priority(priority);
-        }
-        match channel
-            .basic_publish(
-                exchange.into(),
-                template.routing_key.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &template.body,
-                properties,
-            )
-            .await
-        {
+        match publish_one(channel, exchange, template, run_id, i).await {
             Ok(confirm) => in_flight.push(confirm),
             Err(err) => {
                 eprintln!("publish {i} failed: {err}");
@@ -337,12 +410,16 @@ async fn run() -> Result<bool, String> {
     let n: usize = env_or("BENCH_N", 50_000)?;
     let warmup: usize = env_or("BENCH_WARMUP", 2_000)?;
     let window: usize = env_or("BENCH_WINDOW", 64)?;
+    let rate: f64 = env_or("BENCH_RATE", 0.0)?;
     let max_priority: u8 = env_or("BENCH_MAX_PRIORITY", 9)?;
     let max_secs: u64 = env_or("BENCH_MAX_SECS", 600)?;
     let clk_tck: f64 = env_or("BENCH_CLK_TCK", 100.0)?;
     let name: String = env_or("BENCH_NAME", format!("bench-bare-{}", std::process::id()))?;
     if window == 0 {
         return Err("BENCH_WINDOW must be at least 1".into());
+    }
+    if !rate.is_finite() || rate < 0.0 {
+        return Err("BENCH_RATE must be a non-negative number".into());
     }
 
     let control = connection
@@ -391,32 +468,54 @@ async fn run() -> Result<bool, String> {
 
     let cpu_before = own_cpu_seconds(clk_tck);
     let started = Instant::now();
-    let outcomes = publish(&channel, &name, &template, &run_id, n, window, deadline).await;
+    let (outcomes, mut latencies) = if rate > 0.0 {
+        publish_open(&channel, &name, &template, &run_id, n, rate, deadline).await
+    } else {
+        let outcomes = publish(&channel, &name, &template, &run_id, n, window, deadline).await;
+        (outcomes, Vec::new())
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = match (cpu_before, own_cpu_seconds(clk_tck)) {
         (Some(before), Some(after)) => Some(after - before),
         _ => None,
     };
 
-    let rate = outcomes.acked as f64 / elapsed;
+    let achieved = outcomes.acked as f64 / elapsed;
     let cpu_text = cpu.map_or("na".to_owned(), |c| format!("{c:.2}"));
     let per_10k = match cpu {
         Some(c) if outcomes.acked > 0 => format!("{:.3}", c * 10_000.0 / outcomes.acked as f64),
         _ => "na".to_owned(),
     };
+    latencies.sort_unstable();
+    let (p50, p90, p99, max) = (
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 90.0),
+        percentile(&latencies, 99.0),
+        latencies.last().copied().unwrap_or(0),
+    );
+    let mode = if rate > 0.0 { "bare-open" } else { "bare" };
     eprintln!(
-        "bare publisher: {} acked of {n} in {elapsed:.2} s = {rate:.0} msg/s, window {window}, \
-         cpu {cpu_text} s ({per_10k} s per 10k); {outcomes:?}",
-        outcomes.acked
+        "{mode} publisher: {} acked of {n} in {elapsed:.2} s = {achieved:.0} msg/s, window {window}, \
+         target rate {rate}, cpu {cpu_text} s ({per_10k} s per 10k); {outcomes:?}; \
+         confirm latency ms p50 {} p90 {} p99 {} max {} (open loop only)",
+        outcomes.acked,
+        ms(p50),
+        ms(p90),
+        ms(p99),
+        ms(max),
     );
     println!(
-        "RESULT mode=bare n={n} ok={} nacked={} returned={} failed={} elapsed_s={elapsed:.3} \
-         rate={rate:.1} window={window} cpu_s={cpu_text} cpu_per_10k_s={per_10k} \
-         body_bytes={} template={}",
+        "RESULT mode={mode} n={n} ok={} nacked={} returned={} failed={} elapsed_s={elapsed:.3} \
+         rate={achieved:.1} target_rate={rate:.1} window={window} cpu_s={cpu_text} \
+         cpu_per_10k_s={per_10k} p50_ms={} p90_ms={} p99_ms={} max_ms={} body_bytes={} template={}",
         outcomes.acked,
         outcomes.nacked,
         outcomes.returned,
         outcomes.failed,
+        ms(p50),
+        ms(p90),
+        ms(p99),
+        ms(max),
         template.body.len(),
         template.origin,
     );
