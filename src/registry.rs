@@ -56,6 +56,7 @@ connector_registry! {
     #[cfg(feature = "wechat")] wechat => switchboard_connector_wechat::WechatFactory,
     #[cfg(feature = "sms")] sms => switchboard_connector_sms::SmsFactory,
     #[cfg(feature = "telephony")] telephony => switchboard_connector_telephony::TelephonyFactory,
+    #[cfg(feature = "webchat")] webchat => switchboard_connector_webchat::WebchatFactory,
 }
 
 /// Channel kinds compiled in, as a static list for validation messages.
