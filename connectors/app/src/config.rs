@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_sdk::config::is_connector_id;
 use switchboard_sdk::reqwest::Url;
 use switchboard_sdk::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
 
@@ -199,10 +200,7 @@ fn check_id(id: &str) -> Result<(), String> {
     if id.chars().count() > MAX_ID_CHARS {
         return Err(format!("must be at most {MAX_ID_CHARS} characters"));
     }
-    if !id
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
+    if !is_connector_id(id) {
         return Err(format!(
             "{id:?} may only hold lowercase letters, digits and '-'"
         ));

@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use switchboard_sdk::connector::parse_retry_after;
+use switchboard_sdk::connector::{parse_retry_after, transport_text};
 use switchboard_sdk::reqwest::{self, Url, header};
 use switchboard_sdk::signature::sign_timestamped;
+use switchboard_sdk::text::truncate_chars;
 use switchboard_sdk::time::OffsetDateTime;
 use switchboard_sdk::{Delivered, DeliveryError, Reply, Secret};
 
@@ -90,22 +91,15 @@ impl ReplyTransport for WebhookTransport {
 
 impl WebhookTransport {
     fn transport_error(&self, err: reqwest::Error) -> DeliveryError {
-        // The url may carry a token in its query; it must not reach logs or events.
-        let err = err.without_url();
+        // The url may carry a token in its query; transport_text leaves it out of logs and
+        // events.
         let text = if err.is_timeout() {
             format!(
                 "webhook did not answer within {} ms",
                 self.timeout.as_millis()
             )
         } else {
-            let mut text = format!("transport: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            text
+            transport_text(err)
         };
         DeliveryError::Retryable {
             code: None,
@@ -167,7 +161,7 @@ fn classify_success_body(
                 .and_then(Value::as_str)
                 .filter(|code| !code.is_empty())
                 .unwrap_or("app_error");
-            let code: String = code.chars().take(MAX_ERROR_TEXT_CHARS).collect();
+            let code = truncate(code);
             let text = error
                 .get("message")
                 .and_then(Value::as_str)
@@ -207,7 +201,7 @@ fn excerpt(answer: &[u8]) -> String {
 }
 
 fn truncate(text: &str) -> String {
-    text.chars().take(MAX_ERROR_TEXT_CHARS).collect()
+    truncate_chars(text, MAX_ERROR_TEXT_CHARS).to_owned()
 }
 
 #[cfg(test)]
