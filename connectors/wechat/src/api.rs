@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use switchboard_sdk::DeliveryError;
 use switchboard_sdk::connector::parse_retry_after;
+use switchboard_sdk::text::truncate_chars;
 
 use crate::token::TokenSource;
 
@@ -155,7 +156,7 @@ impl Api {
         let response = match sent {
             Ok(response) => response,
             Err(err) => {
-                return Attempt::Done(Err(DeliveryError::from_transport(&err.without_url())));
+                return Attempt::Done(Err(DeliveryError::transport(err)));
             }
         };
         let status = response.status();
@@ -163,7 +164,7 @@ impl Api {
         let text = match response.text().await {
             Ok(text) => text,
             Err(err) => {
-                return Attempt::Done(Err(DeliveryError::from_transport(&err.without_url())));
+                return Attempt::Done(Err(DeliveryError::transport(err)));
             }
         };
         if !status.is_success() {
@@ -272,7 +273,7 @@ impl Api {
 }
 
 fn excerpt(text: &str) -> String {
-    text.chars().take(EXCERPT).collect()
+    truncate_chars(text, EXCERPT).to_owned()
 }
 
 #[cfg(test)]

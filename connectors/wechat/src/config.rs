@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use switchboard_sdk::config::is_connector_id;
 use switchboard_sdk::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
 use time::{Time, UtcOffset, Weekday};
 
@@ -274,13 +275,6 @@ pub struct MediaProxy {
     pub url_ttl_secs: u64,
     /// Public origin without a trailing slash, or empty for relative URLs.
     pub public_base_url: String,
-}
-
-fn is_connector_id(id: &str) -> bool {
-    !id.is_empty()
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn is_http_url(url: &str) -> bool {

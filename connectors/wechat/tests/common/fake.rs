@@ -98,11 +98,7 @@ impl FakeWechat {
             .route("/cgi-bin/message/custom/typing", post(typing))
             .route("/cgi-bin/media/get", get(media_get))
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let base = format!("http://{}", switchboard_sdk::testing::serve(app).await);
         Self { base, state }
     }
 

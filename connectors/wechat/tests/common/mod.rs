@@ -14,9 +14,9 @@ use switchboard_connector_wechat::crypto::signature;
 use switchboard_connector_wechat::{
     Clock, ManualClock, SystemClock, WechatConfig, WechatConnector,
 };
+use switchboard_sdk::ConnectorContext;
 use switchboard_sdk::services::MemoryKv;
 use switchboard_sdk::testing::RecordingSink;
-use switchboard_sdk::{ChannelRef, Connector, ConnectorContext, Inbound};
 use tower::ServiceExt;
 
 /// The official sample's token, key and app id (vectors.json `official_mp_sample_compat_mode`).
@@ -67,15 +67,7 @@ pub fn manual_clock() -> Arc<ManualClock> {
 
 /// The connector's router with a recording sink behind it.
 pub fn router(connector: &Arc<WechatConnector>) -> (Router, Arc<RecordingSink>) {
-    let sink = Arc::new(RecordingSink::default());
-    let inbound = Inbound::new(
-        sink.clone(),
-        ChannelRef {
-            kind: connector.kind().to_owned(),
-            connector_id: connector.id().to_owned(),
-        },
-    );
-    (connector.routes(inbound), sink)
+    switchboard_sdk::testing::mount(connector.as_ref())
 }
 
 /// Sends `request` through `router`; returns status, headers and body text.
