@@ -694,7 +694,8 @@ mod tests {
         let mut expected = vec![
             "id",
             "app_id",
-            "app_secret",
+            // Given two ways: the sdk points at the later way, the key surely in the file.
+            "app_secret_env",
             "token",
             "encoding_aes_key",
             "previous_encoding_aes_key",
