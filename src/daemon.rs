@@ -268,6 +268,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         Duration::from_secs(config.pipeline.dedupe_ttl_secs),
         metrics.clone(),
     ));
+    pipeline.set_backlog(Arc::new(
+        crate::pipeline::routing::overflow::BrokerBacklog::new(broker.clone()),
+    ));
     let http = switchboard_sdk::reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -343,20 +346,23 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         config.broker.events_exchange(),
         stop_core.clone(),
     ));
-    let dispatcher = Arc::new(Dispatcher::new(
-        broker.clone(),
-        live.clone(),
-        shared.kv.clone(),
-        publisher.clone(),
-        config.outbound.clone(),
-        OutboundNames {
-            queue: config.broker.outbound(),
-            events: config.broker.events_exchange(),
-            dead: config.broker.dead(),
-        },
-        instance.clone(),
-        metrics.clone(),
-    ));
+    let dispatcher = Arc::new(
+        Dispatcher::new(
+            broker.clone(),
+            live.clone(),
+            shared.kv.clone(),
+            publisher.clone(),
+            config.outbound.clone(),
+            OutboundNames {
+                queue: config.broker.outbound(),
+                events: config.broker.events_exchange(),
+                dead: config.broker.dead(),
+            },
+            instance.clone(),
+            metrics.clone(),
+        )
+        .with_conversations(pipeline.clone()),
+    );
     tracker.spawn(dispatcher.run(stop_http.clone()));
     {
         let pipeline = pipeline.clone();

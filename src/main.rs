@@ -61,29 +61,15 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Route {
-            config,
-            channel,
-            tier,
-            conversation,
-            json,
-            text,
-        } => {
-            let loaded = match cli::load(&config) {
+        Command::Route(args) => {
+            let loaded = match cli::load(&args.config) {
                 Ok(loaded) => loaded,
                 Err(err) => {
                     eprintln!("{err}");
                     return ExitCode::from(2);
                 }
             };
-            match cli::route(
-                &loaded.config,
-                &channel,
-                tier.as_deref(),
-                conversation.as_deref(),
-                &text,
-                json,
-            ) {
+            match cli::route(&loaded.config, &args) {
                 Ok(out) => {
                     println!("{out}");
                     ExitCode::SUCCESS

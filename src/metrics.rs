@@ -63,6 +63,29 @@ pub struct ConfigLabels {
     pub hash: String,
 }
 
+/// A routing rule's name (from config, or `default`, `sticky`, `transfer`, ...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    /// What decided.
+    pub rule: String,
+}
+
+/// An agent queue's name (from config).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// Queue name.
+    pub queue: String,
+}
+
+/// A routing lookup (tier source or enrichment hook) and how it ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LookupLabels {
+    /// `tier`, `shipment` or `classifier`.
+    pub lookup: String,
+    /// `found`, `not_found`, `cached`, `timeout`, `failed`, `circuit_open`, `ok`, ...
+    pub outcome: String,
+}
+
 /// Every metric the daemon exports.
 pub struct Metrics {
     registry: Registry,
@@ -98,6 +121,20 @@ pub struct Metrics {
     pub config_info: Family<ConfigLabels, Gauge>,
     /// Operations on shared state that fell back or failed, by outcome.
     pub kv_errors: Family<OutcomeLabels, Counter>,
+    /// Routed messages by what decided.
+    pub routed: Family<RuleLabels, Counter>,
+    /// Messages moved to an overflow key, by the agent queue that was too full.
+    pub overflowed: Family<QueueLabels, Counter>,
+    /// Ready messages of watched agent queues, as last checked.
+    pub queue_ready: Family<QueueLabels, Gauge>,
+    /// Tier lookups and enrichment hooks by outcome.
+    pub lookups: Family<LookupLabels, Counter>,
+    /// Messages flagged, by flag.
+    pub flagged: Family<OutcomeLabels, Counter>,
+    /// Helpdesk commands by outcome (`transferred`, `closed`, `failed`, `malformed`).
+    pub commands: Family<OutcomeLabels, Counter>,
+    /// Time spent routing one message (analysis, lookups, decision).
+    pub routing_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -119,6 +156,44 @@ impl Default for Metrics {
         let reloads = Family::default();
         let config_info = Family::default();
         let kv_errors = Family::default();
+        let routed = Family::default();
+        let overflowed = Family::default();
+        let queue_ready = Family::default();
+        let lookups = Family::default();
+        let flagged = Family::default();
+        let commands = Family::default();
+        let routing_seconds = Histogram::new(exponential_buckets(0.000_005, 2.0, 18));
+        registry.register(
+            "routing_decisions",
+            "Routed messages by deciding rule",
+            routed.clone(),
+        );
+        registry.register(
+            "routing_overflow",
+            "Messages moved to an overflow key, by full agent queue",
+            overflowed.clone(),
+        );
+        registry.register(
+            "queue_ready_messages",
+            "Ready messages of watched agent queues",
+            queue_ready.clone(),
+        );
+        registry.register(
+            "routing_lookups",
+            "Tier lookups and enrichment hooks by outcome",
+            lookups.clone(),
+        );
+        registry.register(
+            "flagged_messages",
+            "Messages flagged, by flag",
+            flagged.clone(),
+        );
+        registry.register("commands", "Helpdesk commands by outcome", commands.clone());
+        registry.register(
+            "routing_seconds",
+            "Time spent routing one message",
+            routing_seconds.clone(),
+        );
         registry.register(
             "requests",
             "Webhook requests by connector",
@@ -217,6 +292,13 @@ impl Default for Metrics {
             reloads,
             config_info,
             kv_errors,
+            routed,
+            overflowed,
+            queue_ready,
+            lookups,
+            flagged,
+            commands,
+            routing_seconds,
         }
     }
 }
@@ -251,6 +333,16 @@ impl Metrics {
         self.published
             .get_or_create(&PublishLabels {
                 target: target.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one lookup outcome.
+    pub fn lookup(&self, lookup: &str, outcome: &str) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                lookup: lookup.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();

@@ -20,9 +20,11 @@ pub fn validate(config: &Config) -> Problems {
         redis_section(redis, &mut problems);
     }
     spool(&config.spool, &mut problems);
-    tiers(&config.tiers, &mut problems);
+    tiers(config, &mut problems);
     queues(&config.queues, &mut problems);
+    intents(config, &mut problems);
     routing(config, &mut problems);
+    routing_extras(config, &mut problems);
     outbound(&config.outbound, &mut problems);
     problems.extend(config.connectors.problems());
     problems
@@ -117,7 +119,9 @@ fn spool(spool: &SpoolConfig, problems: &mut Problems) {
     }
 }
 
-fn tiers(tiers: &TiersConfig, problems: &mut Problems) {
+fn tiers(config: &Config, problems: &mut Problems) {
+    let tiers = &config.tiers;
+    tier_source(config, problems);
     if tiers.names.is_empty() {
         push(problems, "tiers.names", "must name at least one tier");
     }
@@ -149,6 +153,188 @@ fn tiers(tiers: &TiersConfig, problems: &mut Problems) {
             );
         }
     }
+}
+
+fn tier_source(config: &Config, problems: &mut Problems) {
+    let tiers = &config.tiers;
+    match tiers.source {
+        TierSourceKind::Static => {}
+        TierSourceKind::Redis => {
+            if config.redis.is_none() {
+                push(
+                    problems,
+                    "tiers.source",
+                    "source \"redis\" needs a [redis] section",
+                );
+            }
+            if !tiers.redis.key.contains("{id}") {
+                push(problems, "tiers.redis.key", "must contain {id}");
+            }
+        }
+        TierSourceKind::Http => {
+            if tiers.http.is_none() {
+                push(
+                    problems,
+                    "tiers.source",
+                    "source \"http\" needs a [tiers.http] table with url",
+                );
+            }
+        }
+    }
+    let Some(http) = &tiers.http else { return };
+    http_url(
+        &http.url,
+        "tiers.http.url",
+        &crate::pipeline::routing::tiers::TIER_PLACEHOLDERS,
+        problems,
+    );
+    if !(10..=10_000).contains(&http.timeout_ms) {
+        push(
+            problems,
+            "tiers.http.timeout_ms",
+            "must be between 10 and 10000",
+        );
+    }
+    if http.cache_ttl_secs > 0 && http.cache_entries == 0 {
+        push(
+            problems,
+            "tiers.http.cache_entries",
+            "must be greater than 0 while the cache is on",
+        );
+    }
+    if http.failure_threshold == 0 {
+        push(
+            problems,
+            "tiers.http.failure_threshold",
+            "must be greater than 0",
+        );
+    }
+    if !(1..=3600).contains(&http.open_secs) {
+        push(
+            problems,
+            "tiers.http.open_secs",
+            "must be between 1 and 3600",
+        );
+    }
+    for (key, field) in [
+        ("tier_field", &http.tier_field),
+        ("customer_id_field", &http.customer_id_field),
+    ] {
+        if field.is_empty() {
+            push(problems, format!("tiers.http.{key}"), "must not be empty");
+        }
+    }
+    if let Err(problem) =
+        SecretRef::new("token", &http.token, &http.token_env, &http.token_file).optional()
+    {
+        push(
+            problems,
+            format!("tiers.http.{}", problem.key),
+            problem.message,
+        );
+    }
+}
+
+/// An http(s) URL template whose placeholders are all in `allowed`.
+fn http_url(url: &str, at: &str, allowed: &[&str], problems: &mut Problems) {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        push(problems, at, "must start with http:// or https://");
+    }
+    for name in crate::pipeline::routing::tiers::placeholders(url) {
+        if !allowed.contains(&name) {
+            push(
+                problems,
+                at,
+                format!(
+                    "unknown placeholder {{{name}}}, expected one of {}",
+                    allowed
+                        .iter()
+                        .map(|a| format!("{{{a}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
+    }
+}
+
+fn finite_positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+fn intents(config: &Config, problems: &mut Problems) {
+    let to_simplified = config.routing.normalize.traditional_to_simplified;
+    let mut names = HashSet::new();
+    for (i, intent) in config.intents.iter().enumerate() {
+        let at = |key: &str| format!("intents[{i}].{key}");
+        if !topic::is_word(&intent.name) {
+            push(
+                problems,
+                at("name"),
+                format!(
+                    "intent {:?} must be lowercase letters, digits, '-' or '_'",
+                    intent.name
+                ),
+            );
+        } else if !names.insert(intent.name.as_str()) {
+            push(
+                problems,
+                at("name"),
+                format!("intent {:?} is defined twice", intent.name),
+            );
+        }
+        if intent.keywords.is_empty() && intent.regexes.is_empty() {
+            push(problems, at("name"), "an intent needs keywords or regexes");
+        }
+        for (list, words) in [
+            ("keywords", &intent.keywords),
+            ("negative_keywords", &intent.negative_keywords),
+        ] {
+            for (j, word) in words.iter().enumerate() {
+                let normalized = crate::pipeline::routing::normalize::keyword(word, to_simplified);
+                if normalized.trim_end_matches('*').trim().is_empty() {
+                    push(
+                        problems,
+                        format!("intents[{i}].{list}[{j}]"),
+                        "keywords must not be empty",
+                    );
+                }
+            }
+        }
+        for (j, pattern) in intent.regexes.iter().enumerate() {
+            if let Err(err) = crate::pipeline::routing::intents::compile(pattern) {
+                push(
+                    problems,
+                    format!("intents[{i}].regexes[{j}]"),
+                    format!("regex does not compile: {}", first_line(&err)),
+                );
+            }
+        }
+        for (key, value) in [
+            ("weight", intent.weight),
+            ("regex_weight", intent.regex_weight),
+        ] {
+            if !finite_positive(value) {
+                push(problems, at(key), "must be a number greater than 0");
+            }
+        }
+        if !(intent.min_score.is_finite() && intent.min_score >= 0.0) {
+            push(problems, at("min_score"), "must be a number of at least 0");
+        }
+    }
+}
+
+/// The regex crate's messages span several lines with a caret drawing; the last line says
+/// what is wrong.
+fn first_line(message: &str) -> String {
+    message
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or(message)
+        .trim()
+        .trim_start_matches("error: ")
+        .to_owned()
 }
 
 fn queues(queues: &[QueueConfig], problems: &mut Problems) {
@@ -248,6 +434,7 @@ fn routing(config: &Config, problems: &mut Problems) {
         if rule.keywords.iter().any(|k| k.trim().is_empty()) {
             push(problems, at("keywords"), "keywords must not be empty");
         }
+        rule_conditions(config, i, rule, problems);
         let keys: Vec<String> = match &rule.queue_key {
             Some(key) => {
                 if !topic::is_key(key) {
@@ -305,6 +492,363 @@ fn routing(config: &Config, problems: &mut Problems) {
         "routing.default.skill".to_owned(),
         problems,
     );
+}
+
+fn rule_conditions(config: &Config, i: usize, rule: &RuleConfig, problems: &mut Problems) {
+    let at = |key: &str| format!("routing.rules[{i}].{key}");
+    for (j, connector) in rule.connectors.iter().enumerate() {
+        if connector.trim().is_empty() {
+            push(
+                problems,
+                format!("routing.rules[{i}].connectors[{j}]"),
+                "must not be empty",
+            );
+        }
+    }
+    for (j, intent) in rule.intents.iter().enumerate() {
+        let known = config.intents.iter().any(|x| &x.name == intent);
+        if !known && config.routing.enrichment.classifier.is_none() {
+            push(
+                problems,
+                format!("routing.rules[{i}].intents[{j}]"),
+                format!("intent {intent:?} is not defined in [[intents]]"),
+            );
+        } else if !known && !topic::is_word(intent) {
+            push(
+                problems,
+                format!("routing.rules[{i}].intents[{j}]"),
+                format!("intent {intent:?} must be lowercase letters, digits, '-' or '_'"),
+            );
+        }
+    }
+    if let Some(min) = rule.min_confidence {
+        if !(0.0..=1.0).contains(&min) {
+            push(problems, at("min_confidence"), "must be between 0 and 1");
+        } else if rule.intents.is_empty() {
+            push(
+                problems,
+                at("min_confidence"),
+                "applies to the rule's intents; list them in intents",
+            );
+        }
+    }
+    let kinds = crate::pipeline::routing::entities::KINDS;
+    for (j, kind) in rule.entities.iter().enumerate() {
+        if !kinds.contains(&kind.as_str()) {
+            push(
+                problems,
+                format!("routing.rules[{i}].entities[{j}]"),
+                format!(
+                    "unknown entity kind {kind:?}, expected one of {}",
+                    kinds.join(", ")
+                ),
+            );
+        }
+    }
+    if !rule.shipment_status.is_empty() && config.routing.enrichment.shipment.is_none() {
+        push(
+            problems,
+            at("shipment_status"),
+            "needs [routing.enrichment.shipment] to learn the status",
+        );
+    }
+    for (j, status) in rule.shipment_status.iter().enumerate() {
+        if crate::pipeline::routing::hooks::status_word(status) != *status {
+            push(
+                problems,
+                format!("routing.rules[{i}].shipment_status[{j}]"),
+                format!(
+                    "status {status:?} must be lowercase letters, digits and '_' (statuses are compared that way)"
+                ),
+            );
+        }
+    }
+    let flags = crate::pipeline::routing::RULE_FLAGS;
+    for (j, flag) in rule.flags.iter().enumerate() {
+        if !flags.contains(&flag.as_str()) {
+            push(
+                problems,
+                format!("routing.rules[{i}].flags[{j}]"),
+                format!(
+                    "unknown flag {flag:?}, expected one of {}",
+                    flags.join(", ")
+                ),
+            );
+        }
+    }
+    for (key, name) in [("open_in", &rule.open_in), ("closed_in", &rule.closed_in)] {
+        if let Some(name) = name
+            && !config.routing.calendars.iter().any(|c| &c.name == name)
+        {
+            push(
+                problems,
+                at(key),
+                format!("calendar {name:?} is not defined in [[routing.calendars]]"),
+            );
+        }
+    }
+}
+
+fn routing_extras(config: &Config, problems: &mut Problems) {
+    let routing = &config.routing;
+    let mut names = HashSet::new();
+    for (i, calendar) in routing.calendars.iter().enumerate() {
+        let at = |key: &str| format!("routing.calendars[{i}].{key}");
+        use crate::pipeline::routing::calendar as cal;
+        if calendar.name.trim().is_empty() {
+            push(problems, at("name"), "must not be empty");
+        } else if !names.insert(calendar.name.as_str()) {
+            push(
+                problems,
+                at("name"),
+                format!("calendar {:?} is defined twice", calendar.name),
+            );
+        }
+        if cal::zone(&calendar.time_zone).is_none() {
+            push(
+                problems,
+                at("time_zone"),
+                format!(
+                    "unknown time zone {:?} (IANA names like \"Asia/Shanghai\")",
+                    calendar.time_zone
+                ),
+            );
+        }
+        if calendar.days.is_empty() && calendar.workdays.is_empty() {
+            push(problems, at("days"), "must name at least one day");
+        }
+        for (j, day) in calendar.days.iter().enumerate() {
+            if cal::weekday(day).is_none() {
+                push(
+                    problems,
+                    format!("routing.calendars[{i}].days[{j}]"),
+                    format!("{day:?} is not one of mon, tue, wed, thu, fri, sat, sun"),
+                );
+            }
+        }
+        let open = cal::time_of_day(&calendar.open);
+        let close = cal::time_of_day(&calendar.close);
+        if open.is_none() {
+            push(problems, at("open"), "must be a time HH:MM");
+        }
+        if close.is_none() {
+            push(problems, at("close"), "must be a time HH:MM");
+        }
+        if let (Some(open), Some(close)) = (open, close)
+            && open >= close
+        {
+            push(problems, at("close"), "must be later than open");
+        }
+        for (list, dates) in [
+            ("holidays", &calendar.holidays),
+            ("workdays", &calendar.workdays),
+        ] {
+            for (j, date) in dates.iter().enumerate() {
+                if cal::date(date).is_none() {
+                    push(
+                        problems,
+                        format!("routing.calendars[{i}].{list}[{j}]"),
+                        format!("{date:?} is not a date YYYY-MM-DD"),
+                    );
+                }
+            }
+        }
+    }
+
+    if routing.stickiness.ttl_secs > 7 * 86_400 {
+        push(
+            problems,
+            "routing.stickiness.ttl_secs",
+            "must be at most 604800 (7 days)",
+        );
+    }
+    if !(60..=30 * 86_400).contains(&routing.stickiness.transfer_ttl_secs) {
+        push(
+            problems,
+            "routing.stickiness.transfer_ttl_secs",
+            "must be between 60 and 2592000 (30 days)",
+        );
+    }
+
+    for (i, overflow) in routing.overflow.iter().enumerate() {
+        let at = |key: &str| format!("routing.overflow[{i}].{key}");
+        if !config.queues.iter().any(|q| q.name == overflow.queue) {
+            push(
+                problems,
+                at("queue"),
+                format!("queue {:?} is not declared in [[queues]]", overflow.queue),
+            );
+        }
+        if overflow.ready_above == 0 {
+            push(problems, at("ready_above"), "must be greater than 0");
+        }
+        if !topic::is_key(&overflow.queue_key) {
+            push(
+                problems,
+                at("queue_key"),
+                format!("{:?} is not a routing key", overflow.queue_key),
+            );
+        } else {
+            unroutable(
+                std::slice::from_ref(&overflow.queue_key),
+                &config.queues,
+                &format!("overflow of {}", overflow.queue),
+                at("queue_key"),
+                problems,
+            );
+        }
+        if overflow.priority_boost > 9 {
+            push(problems, at("priority_boost"), "must be between 0 and 9");
+        }
+        if !(100..=60_000).contains(&overflow.check_every_ms) {
+            push(
+                problems,
+                at("check_every_ms"),
+                "must be between 100 and 60000",
+            );
+        }
+    }
+
+    let abuse = &routing.abuse;
+    let to_simplified = routing.normalize.traditional_to_simplified;
+    for (list, words) in [
+        ("words", abuse.words.as_deref().unwrap_or(&[])),
+        ("extra_words", abuse.extra_words.as_slice()),
+    ] {
+        for (j, word) in words.iter().enumerate() {
+            if crate::pipeline::routing::normalize::keyword(word, to_simplified)
+                .trim_end_matches('*')
+                .trim()
+                .is_empty()
+            {
+                push(
+                    problems,
+                    format!("routing.abuse.{list}[{j}]"),
+                    "words must not be empty",
+                );
+            }
+        }
+    }
+    if abuse.priority.is_some_and(|p| p > 9) {
+        push(
+            problems,
+            "routing.abuse.priority",
+            "must be between 0 and 9",
+        );
+    }
+    if abuse.excerpt_chars > 10_000 {
+        push(
+            problems,
+            "routing.abuse.excerpt_chars",
+            "must be at most 10000",
+        );
+    }
+    if let Some(skill) = &abuse.skill {
+        if !topic::is_word(skill) {
+            push(
+                problems,
+                "routing.abuse.skill",
+                "must be lowercase letters, digits, '-' or '_'",
+            );
+        } else {
+            let keys: Vec<String> = config
+                .tiers
+                .names
+                .iter()
+                .map(|tier| format!("{skill}.{tier}"))
+                .collect();
+            unroutable(
+                &keys,
+                &config.queues,
+                "abuse",
+                "routing.abuse.skill".to_owned(),
+                problems,
+            );
+        }
+    }
+
+    let enrichment = &routing.enrichment;
+    if !(1..=10_000).contains(&enrichment.budget_ms) {
+        push(
+            problems,
+            "routing.enrichment.budget_ms",
+            "must be between 1 and 10000",
+        );
+    }
+    if let Some(shipment) = &enrichment.shipment {
+        http_url(
+            &shipment.url,
+            "routing.enrichment.shipment.url",
+            &["tracking_number", "carrier"],
+            problems,
+        );
+        if !(1..=10_000).contains(&shipment.timeout_ms) {
+            push(
+                problems,
+                "routing.enrichment.shipment.timeout_ms",
+                "must be between 1 and 10000",
+            );
+        }
+        if shipment.status_field.is_empty() {
+            push(
+                problems,
+                "routing.enrichment.shipment.status_field",
+                "must not be empty",
+            );
+        }
+    }
+    if let Some(classifier) = &enrichment.classifier {
+        http_url(
+            &classifier.url,
+            "routing.enrichment.classifier.url",
+            &[],
+            problems,
+        );
+        if !(1..=10_000).contains(&classifier.timeout_ms) {
+            push(
+                problems,
+                "routing.enrichment.classifier.timeout_ms",
+                "must be between 1 and 10000",
+            );
+        }
+        if !(0.0..=1.0).contains(&classifier.min_confidence) {
+            push(
+                problems,
+                "routing.enrichment.classifier.min_confidence",
+                "must be between 0 and 1",
+            );
+        }
+    }
+
+    let entities = &routing.entities;
+    for (j, pattern) in entities.order_numbers.iter().enumerate() {
+        if let Err(err) = crate::pipeline::routing::entities::compile_order_pattern(pattern) {
+            push(
+                problems,
+                format!("routing.entities.order_numbers[{j}]"),
+                format!("regex does not compile: {}", first_line(&err)),
+            );
+        }
+    }
+    if let Some(carriers) = &entities.carriers {
+        let known: Vec<&str> = crate::pipeline::routing::carriers::CARRIERS
+            .iter()
+            .map(|c| c.id)
+            .chain(["postal"])
+            .collect();
+        for (j, carrier) in carriers.iter().enumerate() {
+            if !known.contains(&carrier.as_str()) {
+                push(
+                    problems,
+                    format!("routing.entities.carriers[{j}]"),
+                    format!(
+                        "unknown carrier {carrier:?}, expected one of {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Reports routing keys that no queue binding accepts: messages routed there would only

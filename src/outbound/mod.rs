@@ -1,7 +1,9 @@
 //! Reply dispatch: consume `switchboard.outbound` with manual acks and bounded prefetch,
 //! send each reply through its conversation's connector (rate-limited, retried with
 //! backoff), report `delivery.succeeded` / `delivery.failed` on `switchboard.events`, and
-//! acknowledge only once the outcome is known and recorded.
+//! acknowledge only once the outcome is known and recorded. Helpdesk commands
+//! (`switchboard.command.v1`: `transfer`, `close`) share the queue; each is carried out and
+//! acknowledged with an event.
 
 mod claim;
 
@@ -9,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
@@ -17,7 +20,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use switchboard_sdk::event::EVENT_SCHEMA;
-use switchboard_sdk::{ConversationId, DeliveryError, Event, KvStore, Recipient, Reply};
+use switchboard_sdk::{
+    Action, Command, ConversationId, DeliveryError, Event, KvStore, Recipient, Reply,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +44,33 @@ pub struct OutboundNames {
     pub dead: String,
 }
 
+/// A command that could not be carried out: a short code for the event's `reason`, the
+/// text, and whether sending it again may work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRefused {
+    /// Machine-readable reason (`unroutable_skill`, `bad_skill`, `store_unavailable`, ...).
+    pub code: &'static str,
+    /// What went wrong.
+    pub text: String,
+    /// Whether trying again later may succeed.
+    pub retryable: bool,
+}
+
+/// What commands act on: the pipeline's routing state.
+#[async_trait]
+pub trait Conversations: Send + Sync + 'static {
+    /// Routes the conversation's next messages to `skill`.
+    async fn transfer(
+        &self,
+        conversation_id: &str,
+        skill: &str,
+        priority: Option<u8>,
+    ) -> Result<(), CommandRefused>;
+
+    /// Forgets the conversation's stickiness and transfer.
+    async fn close(&self, conversation_id: &str) -> Result<(), CommandRefused>;
+}
+
 /// The reply dispatcher.
 pub struct Dispatcher {
     broker: Broker,
@@ -49,6 +81,7 @@ pub struct Dispatcher {
     names: OutboundNames,
     instance: String,
     metrics: Arc<Metrics>,
+    conversations: Option<Arc<dyn Conversations>>,
 }
 
 /// How handling one delivery ended, for its ack.
@@ -80,7 +113,15 @@ impl Dispatcher {
             names,
             instance,
             metrics,
+            conversations: None,
         }
+    }
+
+    /// Lets `transfer` and `close` commands act on `conversations`; without it they are
+    /// answered with `command.failed`.
+    pub fn with_conversations(mut self, conversations: Arc<dyn Conversations>) -> Self {
+        self.conversations = Some(conversations);
+        self
     }
 
     /// Consumes until `shutdown`, resuming after every reconnection; replies in progress at
@@ -180,6 +221,9 @@ impl Dispatcher {
     }
 
     async fn process(&self, delivery: &Delivery, shutdown: &CancellationToken) -> Settle {
+        if Command::is_command(&delivery.data) {
+            return self.command(delivery).await;
+        }
         let reply = match Reply::from_slice(&delivery.data) {
             Ok(reply) => reply,
             Err(err) => return self.dead_letter(delivery, "malformed_reply", &err).await,
@@ -231,6 +275,91 @@ impl Dispatcher {
         };
         let recorded = serde_json::to_string(&event).unwrap_or_default();
         self.claims.complete(&reply.id, &recorded).await;
+        match self.publish_event(event).await {
+            Ok(()) => Settle::Ack,
+            Err(()) => Settle::Requeue,
+        }
+    }
+
+    /// Carries out a helpdesk command and acknowledges it with an event. Commands are
+    /// idempotent (a transfer twice is one transfer), so a redelivery simply does it again.
+    async fn command(&self, delivery: &Delivery) -> Settle {
+        let count = |outcome: &str| {
+            self.metrics
+                .commands
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        };
+        let command = match Command::from_slice(&delivery.data) {
+            Ok(command) => command,
+            Err(err) => {
+                count("malformed");
+                return self.dead_letter(delivery, "malformed_command", &err).await;
+            }
+        };
+        if let Err(err) = ConversationId::parse(&command.conversation_id) {
+            count("malformed");
+            let err = err.to_string();
+            return self
+                .dead_letter(delivery, "bad_conversation_id", &err)
+                .await;
+        }
+        let conversation = command.conversation_id.as_str();
+        let outcome = match (&self.conversations, &command.action) {
+            (None, _) => Err(CommandRefused {
+                code: "unsupported",
+                text: "this instance does not carry out commands".to_owned(),
+                retryable: false,
+            }),
+            (Some(c), Action::Transfer { skill, priority }) => {
+                c.transfer(conversation, skill, *priority).await
+            }
+            (Some(c), Action::Close) => c.close(conversation).await,
+        };
+        let mut event = match (&outcome, &command.action) {
+            (Ok(()), Action::Transfer { skill, priority }) => {
+                let mut event = Event::new("conversation.transferred");
+                event.data.insert("skill".into(), skill.clone().into());
+                if let Some(priority) = priority {
+                    event.data.insert("priority".into(), (*priority).into());
+                }
+                event
+            }
+            (Ok(()), Action::Close) => Event::new("conversation.closed"),
+            (Err(refused), _) => {
+                let mut event = Event::new("command.failed");
+                event.reason = Some(refused.code.to_owned());
+                event.text = Some(refused.text.clone());
+                event.retryable = Some(refused.retryable);
+                event
+            }
+        };
+        count(match &outcome {
+            Ok(()) if matches!(command.action, Action::Close) => "closed",
+            Ok(()) => "transferred",
+            Err(_) => "failed",
+        });
+        tracing::info!(
+            command = command.action.name(),
+            command_id = %command.id,
+            conversation = %conversation,
+            outcome = %event.kind,
+            "helpdesk command handled"
+        );
+        event.conversation_id = Some(command.conversation_id.clone());
+        event
+            .data
+            .insert("command_id".into(), command.id.clone().into());
+        event
+            .data
+            .insert("command".into(), command.action.name().into());
+        if let Some(agent) = &command.agent {
+            event
+                .data
+                .insert("agent_id".into(), agent.id.clone().into());
+        }
         match self.publish_event(event).await {
             Ok(()) => Settle::Ack,
             Err(()) => Settle::Requeue,

@@ -28,7 +28,8 @@ use crate::broker::OutgoingMessage;
 use crate::durable::DurablePublisher;
 use crate::metrics::Metrics;
 use crate::spool::LocalStore;
-use routing::{Policy, Subject};
+use routing::overflow::{Backlog, NoBacklog};
+use routing::{Policy, Services, Subject, TransferError};
 
 /// Where per-conversation sequence numbers come from.
 #[derive(Clone)]
@@ -79,6 +80,7 @@ pub struct Pipeline {
     /// their order on the wire agree.
     stripes: Vec<Mutex<()>>,
     hasher: RandomState,
+    backlog: std::sync::OnceLock<Arc<dyn Backlog>>,
 }
 
 const STRIPES: usize = 256;
@@ -105,7 +107,49 @@ impl Pipeline {
             metrics,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
+            backlog: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where overflow reads agent-queue backlogs (the broker); without it nothing
+    /// overflows. Set once at start.
+    pub fn set_backlog(&self, backlog: Arc<dyn Backlog>) {
+        let _ = self.backlog.set(backlog);
+    }
+
+    fn backlog(&self) -> &dyn Backlog {
+        match self.backlog.get() {
+            Some(backlog) => backlog.as_ref(),
+            None => &NoBacklog,
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// A helpdesk's `transfer`: the conversation goes to `skill` from its next message on.
+    pub async fn transfer(
+        &self,
+        conversation_id: &str,
+        skill: &str,
+        priority: Option<u8>,
+    ) -> Result<(), TransferError> {
+        let policy = self.policy.load_full();
+        // Under the conversation's lock, so a message being routed right now finishes with
+        // the old record instead of overwriting the transfer afterwards.
+        let _in_order = self.stripe(conversation_id).lock().await;
+        policy
+            .transfer(self.kv.as_ref(), conversation_id, skill, priority)
+            .await
+    }
+
+    /// A helpdesk's `close`: the conversation's stickiness and transfer are forgotten.
+    pub async fn close(&self, conversation_id: &str) -> Result<(), String> {
+        let policy = self.policy.load_full();
+        let _in_order = self.stripe(conversation_id).lock().await;
+        policy.close(self.kv.as_ref(), conversation_id).await
     }
 
     /// Swaps in a new policy; messages already past the routing step keep the old one.
@@ -153,6 +197,18 @@ impl Pipeline {
         &self.stripes[index]
     }
 
+    fn count_lookups(&self, facts: &routing::Facts) {
+        self.metrics.lookup("tier", facts.tier.outcome);
+        for (hook, outcome) in [
+            ("shipment", facts.shipment.outcome()),
+            ("classifier", facts.classifier.outcome()),
+        ] {
+            if outcome != "skipped" {
+                self.metrics.lookup(hook, outcome);
+            }
+        }
+    }
+
     async fn publish_envelope(
         &self,
         channel: &ChannelRef,
@@ -160,25 +216,60 @@ impl Pipeline {
         envelope_id: &str,
         message: InboundMessage,
     ) -> Result<crate::durable::Outcome, AcceptError> {
-        let policy = self.policy.load();
-        let decision = policy.decide(&Subject {
+        // One policy for the whole message, however many reloads happen meanwhile.
+        let policy = self.policy.load_full();
+        let started = std::time::Instant::now();
+        let received_at = OffsetDateTime::now_utc();
+        let subject = Subject {
             channel: &channel.kind,
+            connector: &channel.connector_id,
             conversation_id,
+            user: &message.channel_user_id,
             customer_id: message.customer_id.as_deref(),
+            phone: message.phone.as_deref(),
             tier_override: None,
             text: message.content.searchable_text(),
             skill_hint: match &message.content {
                 Content::Call { data, .. } => data.get("skill").and_then(|s| s.as_str()),
                 _ => None,
             },
-        });
-        let received_at = OffsetDateTime::now_utc();
-        let pending = {
+            now: received_at,
+        };
+        let analysis = policy.analyze(subject.text);
+        let mut facts = policy.enrich(&subject, &analysis, self.kv.as_ref()).await;
+        self.count_lookups(&facts);
+        let services = Services {
+            kv: self.kv.as_ref(),
+            backlog: self.backlog(),
+        };
+        let (pending, flagged) = {
             let _in_order = self.stripe(conversation_id).lock().await;
+            let decision = policy
+                .finish(&subject, &analysis, &mut facts, services, false)
+                .await;
+            let flagged = policy.flag_event(&subject, &analysis, envelope_id);
+            self.metrics
+                .routing_seconds
+                .observe(started.elapsed().as_secs_f64());
+            self.count_decision(&decision);
+            tracing::debug!(
+                channel = %channel.kind,
+                connector = %channel.connector_id,
+                envelope_id,
+                rule = %decision.rule,
+                queue_key = %decision.queue_key,
+                intent = decision.intent.as_ref().map(|i| i.name.as_str()),
+                entities = ?analysis.entities.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+                flags = ?decision.flags,
+                "message routed"
+            );
             let sequence =
                 self.sequences.next(conversation_id).await.map_err(|e| {
                     AcceptError::Unavailable(format!("cannot number the message: {e}"))
                 })?;
+            let customer_id = message
+                .customer_id
+                .or_else(|| facts.tier.customer_id.clone());
             let envelope = Envelope {
                 schema: ENVELOPE_SCHEMA.to_owned(),
                 id: envelope_id.to_owned(),
@@ -187,23 +278,23 @@ impl Pipeline {
                 channel: channel.clone(),
                 sender: Sender {
                     channel_user_id: message.channel_user_id,
-                    customer_id: message.customer_id,
+                    customer_id,
                     tier: decision.tier.clone(),
                     display_name: message.display_name,
                     phone: message.phone,
                 },
                 received_at,
                 content: message.content,
-                intent: None,
-                entities: Vec::new(),
-                flags: Vec::new(),
+                intent: decision.envelope_intent(),
+                entities: analysis.entities.clone(),
+                flags: decision.flags.clone(),
                 route: Route {
-                    skill: decision.skill,
-                    tier: decision.tier,
+                    skill: decision.skill.clone(),
+                    tier: decision.tier.clone(),
                     queue_key: decision.queue_key.clone(),
                     priority: decision.priority,
-                    rule: decision.rule,
-                    reason: Some(decision.reason),
+                    rule: decision.rule.clone(),
+                    reason: Some(decision.reason.clone()),
                 },
                 dedupe_key: message.dedupe_key,
                 raw: message.raw,
@@ -212,7 +303,7 @@ impl Pipeline {
                 .map_err(|e| AcceptError::Unavailable(format!("cannot encode envelope: {e}")))?;
             let outgoing = OutgoingMessage {
                 exchange: self.exchanges.inbound.clone(),
-                routing_key: decision.queue_key,
+                routing_key: decision.queue_key.clone(),
                 message_id: envelope_id.to_owned(),
                 priority: Some(decision.priority),
                 headers: vec![
@@ -225,15 +316,89 @@ impl Pipeline {
                 body,
                 mandatory: true,
             };
-            self.publisher
+            let pending = self
+                .publisher
                 .enqueue(outgoing, "inbound")
                 .await
-                .map_err(|e| AcceptError::Unavailable(e.to_string()))?
+                .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
+            (pending, flagged)
         };
-        pending
+        let outcome = pending
             .outcome()
             .await
-            .map_err(|e| AcceptError::Unavailable(e.to_string()))
+            .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
+        if let Some(event) = flagged {
+            // The message is safe already; a flag that cannot be published is logged, not a
+            // reason to make the channel send the message again.
+            if let Err(err) = self.report(channel, event).await {
+                tracing::warn!(error = %err, conversation = %conversation_id, "cannot publish conversation.flagged");
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn count_decision(&self, decision: &routing::Decision) {
+        self.metrics
+            .routed
+            .get_or_create(&crate::metrics::RuleLabels {
+                rule: decision.rule.clone(),
+            })
+            .inc();
+        for flag in &decision.flags {
+            self.metrics
+                .flagged
+                .get_or_create(&crate::metrics::OutcomeLabels {
+                    outcome: flag.clone(),
+                })
+                .inc();
+        }
+        if let Some(backlog) = &decision.backlog {
+            let labels = crate::metrics::QueueLabels {
+                queue: backlog.queue.clone(),
+            };
+            if let Some(ready) = backlog.ready {
+                self.metrics
+                    .queue_ready
+                    .get_or_create(&labels)
+                    .set(i64::from(ready));
+            }
+            if backlog.overflowed {
+                self.metrics.overflowed.get_or_create(&labels).inc();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl crate::outbound::Conversations for Pipeline {
+    async fn transfer(
+        &self,
+        conversation_id: &str,
+        skill: &str,
+        priority: Option<u8>,
+    ) -> Result<(), crate::outbound::CommandRefused> {
+        Pipeline::transfer(self, conversation_id, skill, priority)
+            .await
+            .map_err(|err| crate::outbound::CommandRefused {
+                code: match err {
+                    TransferError::BadSkill(_) => "bad_skill",
+                    TransferError::Unroutable(_) => "unroutable_skill",
+                    TransferError::BadPriority => "bad_priority",
+                    TransferError::Store(_) => "store_unavailable",
+                },
+                retryable: matches!(err, TransferError::Store(_)),
+                text: err.to_string(),
+            })
+    }
+
+    async fn close(&self, conversation_id: &str) -> Result<(), crate::outbound::CommandRefused> {
+        Pipeline::close(self, conversation_id)
+            .await
+            .map_err(|text| crate::outbound::CommandRefused {
+                code: "store_unavailable",
+                text,
+                retryable: true,
+            })
     }
 }
 

@@ -9,6 +9,7 @@
 //! A connector depends on this crate only: never on the broker, the router internals or
 //! Redis, so it can be tested with the in-memory services of [`testing`].
 
+pub mod command;
 pub mod config;
 pub mod connector;
 pub mod content;
@@ -28,6 +29,7 @@ pub mod webhook;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use command::{Action, Command};
 pub use config::{ConfigProblem, ConnectorLimits, Secret, SecretRef};
 pub use connector::{BuildError, Connector, ConnectorFactory, Delivered, DeliveryError, Recipient};
 pub use content::Content;
