@@ -430,10 +430,8 @@ impl Http {
 
     /// `Some(found)`, `None` for an unknown customer (404), or an error.
     async fn fetch(&self, url: &str) -> Result<Option<Found>, CrmError> {
-        let mut request = self
-            .client
-            .get(url)
-            .timeout(Duration::from_millis(self.config.timeout_ms));
+        // The caller bounds the whole exchange, body included, with the configured timeout.
+        let mut request = self.client.get(url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
