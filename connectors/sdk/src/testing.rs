@@ -15,6 +15,7 @@ use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
+use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
@@ -164,6 +165,34 @@ pub fn fixture(dir: impl AsRef<Path>, name: &str) -> String {
         .join("\n")
         .trim()
         .to_owned()
+}
+
+/// The `[[connectors.{kind}]]` tables of a config fragment (a connector's `config.toml`),
+/// each deserialized into `C` as the daemon does; any other key in the fragment is an error,
+/// so an example cannot carry a table the daemon would refuse.
+pub fn connector_tables<C: DeserializeOwned>(text: &str, kind: &str) -> Result<Vec<C>, String> {
+    let mut doc: toml::Table = toml::from_str(text).map_err(|err| err.to_string())?;
+    let missing = || format!("no [[connectors.{kind}]] table");
+    let Some(toml::Value::Table(mut connectors)) = doc.remove("connectors") else {
+        return Err(missing());
+    };
+    if let Some(key) = doc.keys().next() {
+        return Err(format!("unexpected top-level key {key:?}"));
+    }
+    let Some(toml::Value::Array(tables)) = connectors.remove(kind) else {
+        return Err(missing());
+    };
+    if let Some(key) = connectors.keys().next() {
+        return Err(format!("unexpected table connectors.{key}"));
+    }
+    tables
+        .into_iter()
+        .map(|table| {
+            table
+                .try_into()
+                .map_err(|err: toml::de::Error| err.to_string())
+        })
+        .collect()
 }
 
 /// A form POST as Twilio sends it to `path_and_query` (relative to the connector's mount),
@@ -334,4 +363,101 @@ pub async fn check_connector(connector: Arc<dyn Connector>, fixture: &dyn Compli
         "a rate-limited sender gets 429"
     );
     sink.refuse_with(None);
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Uri;
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::config::Secret;
+    use crate::signature::twilio::TwilioVerifier;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Table {
+        id: String,
+    }
+
+    #[test]
+    fn connector_tables_take_only_the_kinds_tables() {
+        let two = "[[connectors.sms]]\nid = \"a\"\n[[connectors.sms]]\nid = \"b\"\n";
+        assert_eq!(
+            connector_tables::<Table>(two, "sms"),
+            Ok(vec![Table { id: "a".into() }, Table { id: "b".into() }])
+        );
+        let cases = [
+            (
+                "[[connectors.sms]]\nid = \"a\"\n",
+                "app",
+                "no [[connectors.app]] table",
+            ),
+            (
+                "x = 1\n[[connectors.sms]]\nid = \"a\"\n",
+                "sms",
+                "top-level key \"x\"",
+            ),
+            (
+                "[[connectors.sms]]\nid = \"a\"\n[[connectors.app]]\nid = \"b\"\n",
+                "sms",
+                "connectors.app",
+            ),
+            (
+                "[[connectors.sms]]\nid = \"a\"\nsurprise = 1\n",
+                "sms",
+                "surprise",
+            ),
+            (
+                "[connectors.sms]\nid = \"a\"\n",
+                "sms",
+                "no [[connectors.sms]] table",
+            ),
+        ];
+        for (text, kind, error) in cases {
+            let got = connector_tables::<Table>(text, kind);
+            assert!(
+                got.as_ref().is_err_and(|e| e.contains(error)),
+                "{text}: {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fixtures_lose_their_origin_note() {
+        let dir = std::env::temp_dir().join(format!("sb-fixture-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|err| panic!("{err}"));
+        std::fs::write(
+            dir.join("f.json"),
+            "# from the docs\n# page 2\n{\"a\": 1}\n",
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(fixture(&dir, "f.json"), "{\"a\": 1}");
+        std::fs::remove_dir_all(&dir).unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    #[test]
+    fn signed_requests_verify() {
+        let body = "Body=hi&From=%2B14155550100";
+        let request = twilio_request(
+            "https://sb.example.com/sms/main/",
+            "t",
+            "/inbound?x=1",
+            body,
+            None,
+        );
+        let uri: Uri = "/inbound?x=1".parse().unwrap_or_default();
+        let verifier = TwilioVerifier::new(Secret::new("t"), "https://sb.example.com/sms/main");
+        let params = verifier.verify_request("/inbound", &uri, request.headers(), body.as_bytes());
+        assert_eq!(
+            params.map(|p| p.get("Body").map(str::to_owned)),
+            Ok(Some("hi".into()))
+        );
+
+        let signer = HmacSigner::new(Secret::new("k"));
+        let now = OffsetDateTime::now_utc();
+        let request = hmac_request(&signer, "/inbound", "{}", now);
+        assert_eq!(signer.verify(request.headers(), b"{}", now), Ok(()));
+        assert!(signer.verify(request.headers(), b"{ }", now).is_err());
+    }
 }

@@ -469,33 +469,18 @@ mod tests {
 mod example_file {
     use std::sync::Arc;
 
-    use serde::Deserialize;
+    use switchboard_sdk::testing::connector_tables;
     use switchboard_sdk::{ConnectorContext, ConnectorFactory, Secret};
 
     use super::*;
     use crate::connector::SmsFactory;
 
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct File {
-        connectors: Connectors,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Connectors {
-        sms: Vec<SmsConfig>,
-    }
-
     /// The shipped config.toml parses, and builds once its secrets are resolvable.
     #[test]
     fn the_example_config_parses_and_builds() {
-        let text = include_str!("../config.toml");
-        let file: File = match toml::from_str(text) {
-            Ok(file) => file,
-            Err(err) => panic!("config.toml: {err}"),
-        };
-        let [mut twilio, mut generic] = match <[SmsConfig; 2]>::try_from(file.connectors.sms) {
+        let tables: Vec<SmsConfig> = connector_tables(include_str!("../config.toml"), "sms")
+            .unwrap_or_else(|err| panic!("config.toml: {err}"));
+        let [mut twilio, mut generic] = match <[SmsConfig; 2]>::try_from(tables) {
             Ok(both) => both,
             Err(all) => panic!("expected two tables, got {}", all.len()),
         };

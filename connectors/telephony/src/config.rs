@@ -525,23 +525,11 @@ impl BusinessHoursConfig {
 
 #[cfg(test)]
 mod tests {
-    use serde::Deserialize;
+    use switchboard_sdk::testing::connector_tables;
     use switchboard_sdk::{ConnectorContext, ConnectorFactory, Secret};
 
     use super::*;
     use crate::connector::TelephonyFactory;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct File {
-        connectors: Connectors,
-    }
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Connectors {
-        telephony: Vec<TelephonyConfig>,
-    }
 
     fn parse(text: &str) -> TelephonyConfig {
         toml::from_str(text).unwrap_or_else(|err| panic!("{err}"))
@@ -550,9 +538,10 @@ mod tests {
     /// The shipped config.toml parses, and builds once its secret is resolvable.
     #[test]
     fn the_example_config_parses_and_builds() {
-        let file: File =
-            toml::from_str(include_str!("../config.toml")).unwrap_or_else(|err| panic!("{err}"));
-        let [mut config] = <[TelephonyConfig; 1]>::try_from(file.connectors.telephony)
+        let tables: Vec<TelephonyConfig> =
+            connector_tables(include_str!("../config.toml"), "telephony")
+                .unwrap_or_else(|err| panic!("config.toml: {err}"));
+        let [mut config] = <[TelephonyConfig; 1]>::try_from(tables)
             .unwrap_or_else(|all| panic!("expected one table, got {}", all.len()));
         let context = ConnectorContext::in_memory();
         let keys: Vec<String> = TelephonyFactory::build(&config, &context)
