@@ -596,20 +596,11 @@ impl AutoReply {
 
 #[cfg(test)]
 mod tests {
+    use switchboard_sdk::testing::connector_tables;
     use switchboard_sdk::{ConnectorContext, ConnectorFactory};
 
     use super::*;
     use crate::WechatFactory;
-
-    #[derive(Deserialize)]
-    struct Connectors {
-        connectors: Tables,
-    }
-
-    #[derive(Deserialize)]
-    struct Tables {
-        wechat: Vec<WechatConfig>,
-    }
 
     fn parse(text: &str) -> WechatConfig {
         toml::from_str(text).unwrap()
@@ -619,9 +610,9 @@ mod tests {
 
     #[test]
     fn the_example_parses_and_builds() {
-        let text = include_str!("../config.toml");
-        let parsed: Connectors = toml::from_str(text).unwrap();
-        let config = &parsed.connectors.wechat[0];
+        let tables: Vec<WechatConfig> =
+            connector_tables(include_str!("../config.toml"), "wechat").unwrap();
+        let config = &tables[0];
         let connector = WechatFactory::build(config, &ConnectorContext::in_memory()).unwrap();
         assert_eq!(connector.kind(), "wechat");
         assert_eq!(connector.id(), "cs-main");
