@@ -226,20 +226,16 @@ fn check_webhook_url(raw: &str) -> Result<Url, String> {
 mod tests {
     use super::*;
     use crate::AppConnectorFactory;
+    use switchboard_sdk::testing::connector_tables;
     use switchboard_sdk::{ConnectorContext, ConnectorFactory};
 
     const EXAMPLE: &str = include_str!("../config.toml");
 
     fn parse_table(toml_text: &str) -> Result<AppConfig, String> {
-        let mut doc: toml::Table = toml::from_str(toml_text).map_err(|e| e.to_string())?;
-        let table = doc
-            .remove("connectors")
-            .and_then(|c| c.as_table().cloned())
-            .and_then(|mut c| c.remove("app"))
-            .and_then(|a| a.as_array().cloned())
-            .and_then(|mut a| (!a.is_empty()).then(|| a.remove(0)))
-            .ok_or("no [[connectors.app]] table")?;
-        table.try_into().map_err(|e: toml::de::Error| e.to_string())
+        connector_tables(toml_text, "app")?
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no [[connectors.app]] table".to_owned())
     }
 
     fn problems_of(toml_text: &str) -> Vec<ConfigProblem> {
