@@ -396,14 +396,14 @@ async fn a_message_the_pipeline_refuses_is_not_answered_with_success() {
 
 /// A fixture file in the `.http` form: comment lines, request line, headers, blank line,
 /// body (without the file's final newline).
-struct HttpFixture {
-    request_line: String,
-    headers: Vec<(String, String)>,
-    body: String,
+pub(crate) struct HttpFixture {
+    pub request_line: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
 }
 
 impl HttpFixture {
-    fn parse(text: &str) -> Self {
+    pub(crate) fn parse(text: &str) -> Self {
         let text = text.strip_suffix('\n').unwrap_or(text);
         let (head, body) = text.split_once("\n\n").unwrap();
         let mut lines = head.lines().filter(|l| !l.starts_with('#'));
@@ -421,7 +421,7 @@ impl HttpFixture {
         }
     }
 
-    fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))

@@ -38,6 +38,8 @@ pub struct Seen {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Seen {
@@ -124,6 +126,7 @@ impl Recorder {
                 version,
                 headers: headers.clone(),
                 body: body.to_vec(),
+                at: std::time::Instant::now(),
             });
     }
 

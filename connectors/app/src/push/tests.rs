@@ -1235,7 +1235,177 @@ async fn jpush_error_codes_give_their_outcome_and_dead_tokens_go() {
     }
 }
 
+// ---------------------------------------------------------------- examples
+
+#[tokio::test]
+async fn the_example_device_registration_is_accepted() {
+    let fixture =
+        crate::tests::HttpFixture::parse(include_str!("../../fixtures/push/devices-register.http"));
+    assert_eq!(fixture.request_line, "POST /app/main/devices HTTP/1.1");
+    let config = parse_app_table(&format!(
+        r#"
+        [[connectors.app]]
+        id = "main"
+        signing_key = "example-signing-key-0123456789"
+        [connectors.app.webhook]
+        url = "http://127.0.0.1:9/replies"
+        [connectors.app.push.apns]
+        team_id = "{TEAM_ID}"
+        key_id = "{KEY_ID}"
+        private_key = '''{}'''
+        topic = "{TOPIC}"
+        "#,
+        p256_key().0
+    ));
+    let settings = config.validate().unwrap_or_else(|p| panic!("{p:?}"));
+    let fixed =
+        || OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let connector = AppConnector::with_push_clock(
+        settings,
+        &ConnectorContext::in_memory(),
+        fixed,
+        Arc::new(fixed),
+    )
+    .unwrap_or_else(|e| panic!("{:?}", e.0));
+    let mut request = Request::builder().method("POST").uri("/devices");
+    for (name, value) in &fixture.headers {
+        request = request.header(name, value);
+    }
+    let channel = ChannelRef {
+        kind: KIND.to_owned(),
+        connector_id: "main".to_owned(),
+    };
+    let response = connector
+        .routes(Inbound::new(Arc::new(RecordingSink::default()), channel))
+        .oneshot(request.body(Body::from(fixture.body.clone())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let devices = connector
+        .push
+        .as_ref()
+        .unwrap()
+        .registry()
+        .devices("u-42")
+        .await
+        .unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].locale.as_deref(), Some("zh-CN"));
+    assert_eq!(devices[0].updated_at, 1_700_000_000);
+}
+
+#[tokio::test]
+async fn provider_requests_match_the_documented_examples() {
+    let h = Harness::start("also_webhook = false", "").await;
+    h.register("u-42", "fcm", "android", &fcm_token(42)).await;
+    h.register("u-42", "apns", "ios", APNS_TOKEN).await;
+    h.register("u-42", "jpush", "android", "1a0018970a5c6b3d")
+        .await;
+    let reply = Reply::from_slice(
+        br#"{"schema":"switchboard.reply.v1","id":"r-1","conversation_id":"app:main:u-42",
+            "content":{"type":"text","text":"It left Shenzhen this morning."},
+            "agent":{"id":"a-7","name":"Han Meimei"}}"#,
+    )
+    .unwrap();
+    h.deliver("u-42", &reply).await.unwrap();
+    let examples = [
+        (
+            h.fcm.state.sends.seen(),
+            include_str!("../../fixtures/push/fcm-android-message.json"),
+        ),
+        (
+            h.apns.state.sends.seen(),
+            include_str!("../../fixtures/push/apns-payload.json"),
+        ),
+        (
+            h.jpush.state.sends.seen(),
+            include_str!("../../fixtures/push/jpush-android-push.json"),
+        ),
+    ];
+    for (seen, example) in examples {
+        assert_eq!(seen.len(), 1);
+        let example: Value = serde_json::from_str(example).unwrap_or(Value::Null);
+        assert_eq!(seen[0].json(), example, "{}", seen[0].json());
+    }
+}
+
 // ---------------------------------------------------------------- config
+
+#[tokio::test]
+async fn the_commented_push_example_builds_once_uncommented() {
+    let dir = temp_dir();
+    let write = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let ca = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let text = include_str!("../../config.toml")
+        .lines()
+        // Keys are commented with a single '#'; prose with '# '.
+        .map(|line| match line.strip_prefix('#') {
+            Some(key) if !key.starts_with([' ', '#']) && !key.is_empty() => key,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace(
+            "/etc/switchboard/fcm-service-account.json",
+            &write(
+                "fcm.json",
+                &service_account_json(
+                    "shop-app-prod",
+                    CLIENT_EMAIL,
+                    "https://oauth2.googleapis.com/token",
+                ),
+            ),
+        )
+        .replace(
+            "/etc/switchboard/test-ca.pem",
+            &write("ca.pem", &ca.cert.pem()),
+        )
+        .replace(
+            "/etc/switchboard/AuthKey_KEY1234567.p8",
+            &write("AuthKey.p8", &p256_key().0),
+        )
+        .replace(
+            "master_secret_env = \"SWITCHBOARD_JPUSH_MASTER_SECRET\"",
+            "master_secret = \"5e987ac6d2e04d95a9d8f0d1\"",
+        );
+    let config = parse_app_table(&text);
+    let push = config
+        .push
+        .as_ref()
+        .unwrap_or_else(|| panic!("the push example is missing"));
+    assert!(push.fcm.is_some() && push.apns.is_some() && push.jpush.is_some());
+    assert!(push.quiet_hours.is_some() && push.locales.contains_key("zh"));
+    let settings = config.validate().unwrap_or_else(|p| panic!("{p:?}"));
+    let connector = AppConnector::new(
+        settings,
+        &ConnectorContext::in_memory(),
+        OffsetDateTime::now_utc,
+    )
+    .unwrap_or_else(|e| panic!("{:?}", e.0));
+    let _ = std::fs::remove_dir_all(&dir);
+    let channel = ChannelRef {
+        kind: KIND.to_owned(),
+        connector_id: connector.id().to_owned(),
+    };
+    // Mounted: an unsigned request is refused, not unknown.
+    let response = connector
+        .routes(Inbound::new(Arc::new(RecordingSink::default()), channel))
+        .oneshot(
+            Request::builder()
+                .method("POST")
+                .uri("/devices")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+}
 
 #[test]
 fn push_settings_are_checked_with_their_keys() {
