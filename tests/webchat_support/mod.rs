@@ -61,12 +61,18 @@ pub fn redis_cleanup(prefix: &str) {
     }
 }
 
-/// A free TCP port on 127.0.0.1 (for a daemon that must come back on the same address).
+/// A free TCP port on 127.0.0.1 for a daemon that must come back on the same address.
+/// Taken below the kernel's ephemeral range (32768 and up), so no outgoing connection
+/// (the daemon's own AMQP or Redis link) grabs it between this check and the bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    let seed = ulid::Ulid::new().random();
+    for attempt in 0..200u128 {
+        let port = 20_000 + ((seed + attempt * 7919) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// A reply as a helpdesk publishes it.
