@@ -198,6 +198,23 @@ pub trait ConnectorFactory: 'static {
     ) -> Result<Arc<dyn Connector>, BuildError>;
 }
 
+/// Reads at most `max_bytes` of an answer's body and stops there: a channel API's answers are
+/// small, and one that is not must not hold a delivery in memory.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
+    let mut answer = Vec::new();
+    while answer.len() < max_bytes {
+        let Some(chunk) = response.chunk().await? else {
+            break;
+        };
+        let room = max_bytes - answer.len();
+        answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(answer)
+}
+
 /// Parses a `Retry-After` header given in seconds (the form channel APIs use).
 pub fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
     value
@@ -220,6 +237,31 @@ mod tests {
         assert!(DeliveryError::from_http_status(408, "", None).is_retryable());
         assert!(!DeliveryError::from_http_status(400, "", None).is_retryable());
         assert!(!DeliveryError::from_http_status(410, "", None).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn answers_are_read_up_to_the_cap() {
+        let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+            Ok(listener) => listener,
+            Err(err) => panic!("bind: {err}"),
+        };
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let app = Router::new().route("/big", axum::routing::get(|| async { "x".repeat(100_000) }));
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let client = reqwest::Client::new();
+        for (cap, want) in [(10, 10), (100_000, 100_000), (1 << 20, 100_000), (0, 0)] {
+            let response = match client.get(format!("http://{addr}/big")).send().await {
+                Ok(response) => response,
+                Err(err) => panic!("get: {err}"),
+            };
+            let body = read_capped(response, cap).await.map(|b| b.len());
+            assert_eq!(body.ok(), Some(want), "cap {cap}");
+        }
     }
 
     #[tokio::test]
