@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
-use switchboard_sdk::connector::{parse_retry_after, transport_text};
+use switchboard_sdk::connector::{parse_retry_after, read_capped, transport_text};
 use switchboard_sdk::reqwest::{self, Url, header};
 use switchboard_sdk::signature::sign_timestamped;
 use switchboard_sdk::text::truncate_chars;
@@ -82,7 +82,7 @@ impl ReplyTransport for WebhookTransport {
             .map_err(|err| self.transport_error(err))?;
         let status = response.status().as_u16();
         let retry_after = parse_retry_after(response.headers().get(header::RETRY_AFTER));
-        let answer = read_capped(response)
+        let answer = read_capped(response, MAX_ANSWER_BYTES)
             .await
             .map_err(|err| self.transport_error(err))?;
         classify(status, &answer, retry_after)
@@ -107,18 +107,6 @@ impl WebhookTransport {
             retry_after: None,
         }
     }
-}
-
-async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
-    let mut answer = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - answer.len();
-        answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if answer.len() >= MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(answer)
 }
 
 /// Classifies the webhook's answer. A 2xx whose JSON carries an `error` is a failure: the

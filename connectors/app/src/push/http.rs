@@ -30,18 +30,8 @@ pub(crate) fn client_for(
 }
 
 /// Reads at most [`MAX_ANSWER_BYTES`] of an answer.
-pub(crate) async fn read_capped(
-    mut response: reqwest::Response,
-) -> Result<Vec<u8>, reqwest::Error> {
-    let mut answer = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = MAX_ANSWER_BYTES - answer.len();
-        answer.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if answer.len() >= MAX_ANSWER_BYTES {
-            break;
-        }
-    }
-    Ok(answer)
+pub(crate) async fn read_capped(response: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
+    switchboard_sdk::connector::read_capped(response, MAX_ANSWER_BYTES).await
 }
 
 /// A request that got no answer: worth retrying. The URL is left out (an APNs URL holds the
