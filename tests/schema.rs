@@ -8,7 +8,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-const PAYLOADS: [&str; 3] = ["envelope", "reply", "event"];
+const PAYLOADS: [&str; 4] = ["envelope", "reply", "event", "command"];
 
 /// The content types of CONTRACT §5.
 const CONTENT_TYPES: [&str; 9] = [
@@ -165,11 +165,35 @@ fn event() -> Value {
     })
 }
 
+/// A helpdesk moving the conversation to the claims team.
+fn command() -> Value {
+    json!({
+        "schema": "switchboard.command.v1",
+        "id": "zendesk-7781-transfer-1",
+        "conversation_id": "wechat:wx-main:oAbC123dEf456",
+        "command": "transfer",
+        "skill": "claims",
+        "priority": 7,
+        "agent": { "id": "agent-17", "name": "Han Meimei" },
+        "note": "customer sent photos of the damage"
+    })
+}
+
 #[test]
 fn realistic_payloads_validate_against_their_schemas() {
     assert_valid("envelope", &envelope());
     assert_valid("reply", &reply());
     assert_valid("event", &event());
+    assert_valid("command", &command());
+    assert_valid(
+        "command",
+        &json!({
+            "schema": "switchboard.command.v1",
+            "id": "c-2",
+            "conversation_id": "app:shop:u-1",
+            "command": "close"
+        }),
+    );
 }
 
 #[test]
@@ -179,6 +203,9 @@ fn realistic_payloads_are_what_the_sdk_reads() {
     serde_json::from_value::<switchboard_sdk::Envelope>(envelope()).expect("envelope");
     serde_json::from_value::<switchboard_sdk::Reply>(reply()).expect("reply");
     serde_json::from_value::<switchboard_sdk::Event>(event()).expect("event");
+    let command: switchboard_sdk::Command =
+        serde_json::from_value(command()).expect("command");
+    assert_eq!(command.action.name(), "transfer");
 }
 
 #[test]
@@ -266,6 +293,20 @@ fn broken_payloads_do_not_validate() {
     let mut broken = event();
     broken.as_object_mut().expect("object").remove("kind");
     assert_invalid("event", &broken, "no kind");
+
+    let mut broken = command();
+    broken["command"] = json!("explode");
+    assert_invalid("command", &broken, "unknown command");
+
+    let mut broken = command();
+    broken.as_object_mut().expect("object").remove("skill");
+    assert_invalid("command", &broken, "transfer without skill");
+
+    for priority in [-1, 12] {
+        let mut broken = command();
+        broken["priority"] = json!(priority);
+        assert_invalid("command", &broken, "priority outside 0-9");
+    }
 }
 
 /// The `type` constants of the `content` union in a schema's `$defs.Content.oneOf`.

@@ -463,7 +463,13 @@ fn routing(config: &Config, problems: &mut Problems) {
         } else {
             at("skill")
         };
-        unroutable(&keys, &config.queues, &rule.name, key_at, problems);
+        unroutable(
+            &keys,
+            &config.queues,
+            &format!("rule {:?}", rule.name),
+            key_at,
+            problems,
+        );
     }
     if !topic::is_word(&routing.default.skill) {
         push(
@@ -488,7 +494,7 @@ fn routing(config: &Config, problems: &mut Problems) {
     unroutable(
         &keys,
         &config.queues,
-        "default",
+        "rule \"default\"",
         "routing.default.skill".to_owned(),
         problems,
     );
@@ -692,7 +698,7 @@ fn routing_extras(config: &Config, problems: &mut Problems) {
             unroutable(
                 std::slice::from_ref(&overflow.queue_key),
                 &config.queues,
-                &format!("overflow of {}", overflow.queue),
+                &format!("the overflow of {}", overflow.queue),
                 at("queue_key"),
                 problems,
             );
@@ -760,7 +766,7 @@ fn routing_extras(config: &Config, problems: &mut Problems) {
             unroutable(
                 &keys,
                 &config.queues,
-                "abuse",
+                "the abuse skill",
                 "routing.abuse.skill".to_owned(),
                 problems,
             );
@@ -856,7 +862,7 @@ fn routing_extras(config: &Config, problems: &mut Problems) {
 fn unroutable(
     keys: &[String],
     queues: &[QueueConfig],
-    rule: &str,
+    who: &str,
     at: String,
     problems: &mut Problems,
 ) {
@@ -876,7 +882,7 @@ fn unroutable(
             problems,
             at,
             format!(
-                "rule {rule:?} routes to {} but no queue in [[queues]] is bound to it",
+                "{who} routes to {} but no queue in [[queues]] is bound to it",
                 missing.join(", ")
             ),
         );

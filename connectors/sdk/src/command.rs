@@ -41,6 +41,7 @@ pub enum Action {
         skill: String,
         /// Priority of those messages, 0-9; the rules decide when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(max = 9))]
         priority: Option<u8>,
     },
     /// Forget the conversation's stickiness and transfer (acknowledged with
