@@ -3,6 +3,7 @@
 //! per device token.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, Header};
@@ -51,6 +52,9 @@ pub(crate) struct Fcm {
     /// Held while one task fetches a token, so concurrent sends wait for it instead of each
     /// fetching its own.
     refreshing: tokio::sync::Mutex<()>,
+    /// When the last fetch failed, and how: the sends that waited for it share its outcome
+    /// instead of each trying again in turn (each would wait a full timeout).
+    last_failure: Mutex<Option<(Instant, DeliveryError)>>,
 }
 
 /// What one `messages:send` attempt ended in.
@@ -70,6 +74,7 @@ impl Fcm {
             clock,
             token: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -91,12 +96,29 @@ impl Fcm {
         if let Some(token) = self.cached() {
             return Ok(token);
         }
+        let waiting_since = Instant::now();
         let _only_one = self.refreshing.lock().await;
-        // Another task may have fetched one while this one waited.
+        // Another task may have fetched one while this one waited, or failed to.
         if let Some(token) = self.cached() {
             return Ok(token);
         }
-        let token = self.fetch_token().await?;
+        if let Some((at, err)) = self
+            .last_failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            && at >= waiting_since
+        {
+            return Err(err);
+        }
+        let token = match self.fetch_token().await {
+            Ok(token) => token,
+            Err(err) => {
+                *self.last_failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((Instant::now(), err.clone()));
+                return Err(err);
+            }
+        };
         let value = token.value.clone();
         *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
         Ok(value)

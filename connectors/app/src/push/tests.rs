@@ -847,6 +847,41 @@ async fn fcm_renews_a_refused_token_once_and_sends_again() {
     );
 }
 
+#[tokio::test]
+async fn concurrent_sends_share_one_failed_token_fetch() {
+    let h = Harness::start("also_webhook = false\ncollapse_window_secs = 0", "").await;
+    for n in 0..8 {
+        h.register(&format!("u-{n}"), "fcm", "android", &fcm_token(n))
+            .await;
+    }
+    // The token endpoint is down for as long as anyone asks.
+    h.fcm.state.token_requests.script(vec![
+        Canned::json(503, json!({"error": "backend_error"}));
+        8
+    ]);
+    let h = &h;
+    let sends = (0..8).map(|n| {
+        let user = format!("u-{n}");
+        let reply = reply(&user, &format!("r-{n}"), "hi");
+        async move { h.deliver(&user, &reply).await }
+    });
+    let outcomes = futures_util::future::join_all(sends).await;
+    // The eight wait for the first fetch and share its failure instead of each asking in
+    // turn; at most one that came after the failure was known asks again.
+    let asked = h.fcm.state.token_requests.seen().len();
+    assert!(
+        (1..=2).contains(&asked),
+        "token endpoint asked {asked} times"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Err(e) if e.is_retryable())),
+        "{outcomes:?}"
+    );
+    assert!(h.fcm.state.sends.seen().is_empty());
+}
+
 /// What a delivery outcome looks like in a table.
 fn describe(outcome: &Result<Delivered, DeliveryError>) -> String {
     match outcome {
