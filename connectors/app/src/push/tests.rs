@@ -49,20 +49,32 @@ async fn backend_hook(State(backend): State<Arc<Backend>>, body: Bytes) -> impl 
     axum::Json(json!({"message_id": format!("wh-{}", bodies.len())}))
 }
 
-/// Seconds added to the wall clock, for the push side.
-#[derive(Clone, Default)]
-struct TestClock(Arc<AtomicI64>);
+/// The push side's clock: frozen at the test's start and moved only by `advance`, so a
+/// test's verdict never depends on how long a loaded machine took between two steps.
+#[derive(Clone)]
+struct TestClock {
+    start: OffsetDateTime,
+    offset: Arc<AtomicI64>,
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self {
+            start: OffsetDateTime::now_utc(),
+            offset: Arc::default(),
+        }
+    }
+}
 
 impl TestClock {
     fn advance(&self, secs: i64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
+        self.offset.fetch_add(secs, Ordering::SeqCst);
     }
 
     fn clock(&self) -> super::Clock {
-        let offset = self.0.clone();
+        let (start, offset) = (self.start, self.offset.clone());
         Arc::new(move || {
-            OffsetDateTime::now_utc()
-                + switchboard_sdk::time::Duration::seconds(offset.load(Ordering::SeqCst))
+            start + switchboard_sdk::time::Duration::seconds(offset.load(Ordering::SeqCst))
         })
     }
 }
