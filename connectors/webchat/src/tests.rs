@@ -720,3 +720,95 @@ async fn the_demo_page_and_assets_answer_when_nested_as_the_daemon_does() {
         }
     }
 }
+
+#[tokio::test]
+async fn an_uploaded_image_becomes_an_image_message_and_can_be_fetched() {
+    use tower::ServiceExt;
+    let server = start("public_url = \"https://chat.example.com/webchat/site\"\n[media]\nmax_image_bytes = 2048\n[limits]\nmax_body_bytes = 4096\n").await;
+    let (mut ws, ready) = server.hello("v=1", 0, None).await;
+    let signed = ready["visitor"].as_str().unwrap().to_owned();
+    assert_eq!(ready["max_image_bytes"], 2048);
+    let routes = server.connector.routes(Inbound::new(
+        server.sink.clone(),
+        ChannelRef {
+            kind: "webchat".into(),
+            connector_id: "site".into(),
+        },
+    ));
+    let upload = |body: Vec<u8>, visitor: &str| {
+        Request::post("/upload")
+            .header("content-type", "image/png")
+            .header("x-webchat-visitor", visitor)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 100]].concat();
+    let cases = [
+        (upload(png.clone(), "v-x.00"), 403),
+        (upload(b"<svg/>".to_vec(), &signed), 400),
+        (upload([png.clone(), vec![0; 3000]].concat(), &signed), 413),
+    ];
+    for (request, status) in cases {
+        let response = routes.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), status);
+    }
+    let response = routes
+        .clone()
+        .oneshot(upload(png.clone(), &signed))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let answer: Value = serde_json::from_slice(&body).unwrap();
+    let media_id = answer["media_id"].as_str().unwrap().to_owned();
+
+    send(&mut ws, json!({"type": "message", "id": "img-1", "content": {"type": "image", "media_id": media_id, "caption": "broken box"}})).await;
+    assert_eq!(recv(&mut ws).await["type"], "ack");
+    let (_, message) = server.sink.accepted().pop().unwrap();
+    let expected_url = format!("https://chat.example.com/webchat/site/media/{media_id}");
+    match &message.content {
+        switchboard_sdk::Content::Image {
+            url,
+            media_id: id,
+            caption,
+            ..
+        } => {
+            assert_eq!(url.as_deref(), Some(expected_url.as_str()));
+            assert_eq!(id.as_deref(), Some(media_id.as_str()));
+            assert_eq!(caption.as_deref(), Some("broken box"));
+        }
+        other => panic!("not an image: {other:?}"),
+    }
+    // Another visitor cannot send someone else's upload.
+    let (mut other, _) = server.hello("v=1", 0, None).await;
+    send(&mut other, json!({"type": "message", "id": "img-2", "content": {"type": "image", "media_id": media_id}})).await;
+    assert_eq!(recv(&mut other).await["code"], "invalid_message");
+
+    let fetched = routes
+        .clone()
+        .oneshot(
+            Request::get(format!("/media/{media_id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.headers()["content-type"], "image/png");
+    assert_eq!(fetched.headers()["x-content-type-options"], "nosniff");
+    let bytes = axum::body::to_bytes(fetched.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    assert_eq!(bytes.as_ref(), png.as_slice());
+    let missing = routes
+        .oneshot(
+            Request::get("/media/01ARZ3NDEKTSV4RRFFQ69G5FAV")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
