@@ -1,6 +1,8 @@
-//! Load client for the signed app webhook (`POST /app/{id}/messages`).
+//! Load client for the signed app webhook (`POST /app/{id}/messages`), and with
+//! `BENCH_CHANNEL` for WeChat safe-mode pushes (`POST /wechat/{id}?...&encrypt_type=aes`) and
+//! Twilio-signed SMS webhooks (`POST /sms/{id}/inbound`).
 //!
-//! Posts unique, signed app messages to a running daemon, either closed-loop at a fixed
+//! Posts unique, signed messages to a running daemon, either closed-loop at a fixed
 //! concurrency (each of C workers sends its next message as soon as the previous answer
 //! arrived) or open-loop at a fixed rate (sends are scheduled at `start + i / rate` whatever
 //! the answers do, and latency counts from the scheduled time, so a slow daemon cannot hide
@@ -11,8 +13,14 @@
 //!
 //! | variable | default | meaning |
 //! |---|---|---|
-//! | `BENCH_URL` | required | full URL of `/app/{id}/messages` |
-//! | `BENCH_KEY` | required | the connector's signing key |
+//! | `BENCH_CHANNEL` | app | `app`, `wechat` or `sms`: which webhook to load |
+//! | `BENCH_URL` | required | full URL of `/app/{id}/messages`, `/wechat/{id}` or `/sms/{id}/inbound` |
+//! | `BENCH_KEY` | required for app | the app connector's signing key |
+//! | `BENCH_WECHAT_TOKEN` | required for wechat | the account's server-config Token |
+//! | `BENCH_WECHAT_AES_KEY` | required for wechat | the account's EncodingAESKey (43 characters) |
+//! | `BENCH_WECHAT_APP_ID` | required for wechat | the account's AppID, sealed into every frame |
+//! | `BENCH_SMS_TOKEN` | required for sms | the Twilio auth token |
+//! | `BENCH_SMS_PUBLIC_URL` | required for sms | the connector's configured `public_url` |
 //! | `BENCH_N` | 50000 | messages to post |
 //! | `BENCH_CONCURRENCY` | 64 | closed-loop workers; open-loop: most requests in flight |
 //! | `BENCH_RATE` | 0 | messages per second; above 0 switches to open loop |
@@ -30,12 +38,54 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, Mac};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use sha2::Sha256;
+use switchboard_connector_wechat::crypto::{AesKey, signature as wechat_signature};
+use switchboard_sdk::signature::twilio;
+
+/// Which webhook is loaded, with what it needs to sign.
+enum Channel {
+    /// Signed JSON to `/app/{id}/messages`.
+    App { key: Vec<u8> },
+    /// Safe-mode (AES) pushes to `/wechat/{id}`.
+    Wechat {
+        token: String,
+        key: AesKey,
+        app_id: String,
+    },
+    /// Twilio-signed form posts to `/sms/{id}/inbound`.
+    Sms { token: Vec<u8>, public_url: String },
+}
+
+impl Channel {
+    fn from_env() -> Result<Channel, String> {
+        match env_or("BENCH_CHANNEL", "app".to_owned())?.as_str() {
+            "app" => Ok(Channel::App {
+                key: required("BENCH_KEY")?.into_bytes(),
+            }),
+            "wechat" => Ok(Channel::Wechat {
+                token: required("BENCH_WECHAT_TOKEN")?,
+                key: AesKey::from_encoding_aes_key(&required("BENCH_WECHAT_AES_KEY")?)
+                    .map_err(|e| format!("BENCH_WECHAT_AES_KEY: {e}"))?,
+                app_id: required("BENCH_WECHAT_APP_ID")?,
+            }),
+            "sms" => Ok(Channel::Sms {
+                token: required("BENCH_SMS_TOKEN")?.into_bytes(),
+                public_url: required("BENCH_SMS_PUBLIC_URL")?
+                    .trim_end_matches('/')
+                    .to_owned(),
+            }),
+            other => Err(format!(
+                "BENCH_CHANNEL must be app, wechat or sms, not {other:?}"
+            )),
+        }
+    }
+}
 
 /// What one run is asked to do.
 struct Settings {
     url: String,
-    key: Vec<u8>,
+    channel: Channel,
     n: usize,
     concurrency: usize,
     rate: f64,
@@ -73,7 +123,7 @@ impl Settings {
         );
         let settings = Settings {
             url: required("BENCH_URL")?,
-            key: required("BENCH_KEY")?.into_bytes(),
+            channel: Channel::from_env()?,
             n: env_or("BENCH_N", 50_000)?,
             concurrency: env_or("BENCH_CONCURRENCY", 64)?,
             rate: env_or("BENCH_RATE", 0.0)?,
@@ -108,6 +158,92 @@ fn body(settings: &Settings, i: usize) -> String {
     )
 }
 
+/// The customer's question of message `i`, the same words in every channel.
+fn question(i: usize) -> String {
+    format!(
+        "Where is my parcel SF{i:010}? It was due yesterday and the tracking page has not changed since."
+    )
+}
+
+fn unix_now() -> Result<u64, String> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|e| format!("clock before 1970: {e}"))
+}
+
+/// A number unique to this run, so `MsgId`s of different runs never meet in the dedupe store.
+fn run_number(run_id: &str) -> u64 {
+    // FNV-1a: stable and dependency-free; collisions only matter within one daemon's day.
+    run_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    }) % 1_000_000_000
+}
+
+/// A WeChat safe-mode push of message `i`, as WeChat sends it: the query string (with
+/// `signature` and `msg_signature`) and the outer XML carrying only `Encrypt`.
+fn wechat_push(
+    settings: &Settings,
+    token: &str,
+    key: &AesKey,
+    app_id: &str,
+    i: usize,
+) -> Result<(String, String), String> {
+    let user = i % settings.users;
+    let now = unix_now()?;
+    let msg_id = run_number(&settings.run_id) * 1_000_000_000 + i as u64;
+    let plain = format!(
+        "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[o-bench-{user}]]></FromUserName><CreateTime>{now}</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[{}]]></Content><MsgId>{msg_id}</MsgId></xml>",
+        question(i)
+    );
+    // The random prefix only has to differ between messages; it is not secret here.
+    let mut random = [0_u8; 16];
+    random[..8].copy_from_slice(&msg_id.to_le_bytes());
+    let encrypt = key.encrypt(&random, &plain, app_id);
+    let timestamp = now.to_string();
+    let nonce = format!("{}", msg_id % 10_000_000_000);
+    let signature = wechat_signature(&[token, &timestamp, &nonce]);
+    let msg_signature = wechat_signature(&[token, &timestamp, &nonce, &encrypt]);
+    let query = format!(
+        "signature={signature}&timestamp={timestamp}&nonce={nonce}&openid=o-bench-{user}&encrypt_type=aes&msg_signature={msg_signature}"
+    );
+    let body = format!(
+        "<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+    );
+    Ok((query, body))
+}
+
+/// A Twilio inbound-SMS webhook of message `i`: the form body and its `X-Twilio-Signature`
+/// over the connector's public URL.
+fn sms_form(settings: &Settings, token: &[u8], public_url: &str, i: usize) -> (String, String) {
+    let user = i % settings.users;
+    let params: Vec<(String, String)> = vec![
+        ("MessageSid".into(), format!("SM{}x{i}", settings.run_id)),
+        (
+            "AccountSid".into(),
+            "AC00000000000000000000000000000001".into(),
+        ),
+        ("From".into(), format!("+86138{user:08}")),
+        ("To".into(), "+14155550100".into()),
+        ("Body".into(), question(i)),
+        ("NumMedia".into(), "0".into()),
+        ("NumSegments".into(), "1".into()),
+    ];
+    let signature = twilio::compute(token, &format!("{public_url}/inbound"), &params);
+    let body = params
+        .iter()
+        .map(|(name, value)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(name, NON_ALPHANUMERIC),
+                utf8_percent_encode(value, NON_ALPHANUMERIC)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&");
+    (body, signature)
+}
+
 /// The two signature headers for `body`, signed now.
 fn sign(key: &[u8], body: &str) -> Result<(String, String), String> {
     let timestamp = SystemTime::now()
@@ -123,10 +259,13 @@ fn sign(key: &[u8], body: &str) -> Result<(String, String), String> {
     Ok((timestamp, hex::encode(mac.finalize().into_bytes())))
 }
 
-/// How one request ended: an HTTP status (200 split by `duplicate`) or a transport error.
-fn outcome_label(status: u16, answer: &[u8]) -> String {
+/// How one request ended: an HTTP status (200 split by `duplicate`, and for WeChat by
+/// whether the answer was `success`) or a transport error.
+fn outcome_label(channel: &Channel, status: u16, answer: &[u8]) -> String {
     if status == 200 && contains(answer, br#""duplicate":true"#) {
         "200-duplicate".to_owned()
+    } else if status == 200 && matches!(channel, Channel::Wechat { .. }) && answer != b"success" {
+        "200-not-success".to_owned()
     } else {
         status.to_string()
     }
@@ -136,26 +275,52 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// The request of message `i` in the run's channel, signed now.
+fn request(
+    client: &reqwest::Client,
+    settings: &Settings,
+    i: usize,
+) -> Result<reqwest::RequestBuilder, String> {
+    Ok(match &settings.channel {
+        Channel::App { key } => {
+            let body = body(settings, i);
+            let (timestamp, signature) = sign(key, &body)?;
+            client
+                .post(&settings.url)
+                .header("content-type", "application/json")
+                .header("x-switchboard-timestamp", timestamp)
+                .header("x-switchboard-signature", signature)
+                .body(body)
+        }
+        Channel::Wechat { token, key, app_id } => {
+            let (query, body) = wechat_push(settings, token, key, app_id, i)?;
+            client
+                .post(format!("{}?{query}", settings.url))
+                .header("content-type", "text/xml")
+                .body(body)
+        }
+        Channel::Sms { token, public_url } => {
+            let (body, signature) = sms_form(settings, token, public_url, i);
+            client
+                .post(&settings.url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header(twilio::HEADER, signature)
+                .body(body)
+        }
+    })
+}
+
 /// Posts message `i`; returns its outcome label.
 async fn post(client: &reqwest::Client, settings: &Settings, i: usize) -> String {
-    let body = body(settings, i);
-    let (timestamp, signature) = match sign(&settings.key, &body) {
-        Ok(headers) => headers,
+    let request = match request(client, settings, i) {
+        Ok(request) => request,
         Err(err) => return format!("sign-error({err})"),
     };
-    let sent = client
-        .post(&settings.url)
-        .header("content-type", "application/json")
-        .header("x-switchboard-timestamp", timestamp)
-        .header("x-switchboard-signature", signature)
-        .body(body)
-        .send()
-        .await;
-    match sent {
+    match request.send().await {
         Ok(response) => {
             let status = response.status().as_u16();
             match response.bytes().await {
-                Ok(answer) => outcome_label(status, &answer),
+                Ok(answer) => outcome_label(&settings.channel, status, &answer),
                 Err(_) => "io-body".to_owned(),
             }
         }
@@ -329,9 +494,14 @@ async fn run(settings: Settings) -> Result<bool, String> {
         ms(max),
     );
     println!(
-        "RESULT mode={} n={} sent={sent} ok={ok} failed={failed} elapsed_s={elapsed:.3} \
+        "RESULT channel={} mode={} n={} sent={sent} ok={ok} failed={failed} elapsed_s={elapsed:.3} \
          rate={rate:.1} target_rate={:.1} concurrency={} p50_ms={} p90_ms={} p99_ms={} max_ms={} \
          client_cpu_s={client_cpu} outcomes={}",
+        match settings.channel {
+            Channel::App { .. } => "app",
+            Channel::Wechat { .. } => "wechat",
+            Channel::Sms { .. } => "sms",
+        },
         if open { "open" } else { "closed" },
         settings.n,
         settings.rate,
