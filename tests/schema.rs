@@ -203,8 +203,7 @@ fn realistic_payloads_are_what_the_sdk_reads() {
     serde_json::from_value::<switchboard_sdk::Envelope>(envelope()).expect("envelope");
     serde_json::from_value::<switchboard_sdk::Reply>(reply()).expect("reply");
     serde_json::from_value::<switchboard_sdk::Event>(event()).expect("event");
-    let command: switchboard_sdk::Command =
-        serde_json::from_value(command()).expect("command");
+    let command: switchboard_sdk::Command = serde_json::from_value(command()).expect("command");
     assert_eq!(command.action.name(), "transfer");
 }
 
