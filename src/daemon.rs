@@ -400,7 +400,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let public_server = {
         let token = stop_http.clone();
         tokio::spawn(async move {
-            axum::serve(public, public_app)
+            // Connectors see the peer address (per-IP limits of web chat) as ConnectInfo.
+            let app = public_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(public, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
         })

@@ -54,7 +54,8 @@ pub fn connector_router(
 /// The public app: every request goes to the router of the connector set in force, so a
 /// reload swaps connectors without closing the listener or live connections.
 pub fn public_router(live: Arc<ArcSwap<LiveSet>>) -> Router {
-    Router::new().fallback(move |request: Request<Body>| {
+    Router::new().fallback(move |mut request: Request<Body>| {
+        trim_trailing_slash(&mut request);
         let router = live.load().router.clone();
         async move {
             let response: Response = router
@@ -64,4 +65,44 @@ pub fn public_router(live: Arc<ArcSwap<LiveSet>>) -> Router {
             response
         }
     })
+}
+
+/// `/webchat/{id}/` and `/webchat/{id}` name the same page; routers nested under a
+/// connector's prefix only know the form without the slash.
+fn trim_trailing_slash(request: &mut Request<Body>) {
+    let uri = request.uri();
+    let path = uri.path();
+    if path.len() <= 1 || !path.ends_with('/') {
+        return;
+    }
+    let trimmed = path.trim_end_matches('/');
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{trimmed}?{query}"),
+        None => trimmed.to_owned(),
+    };
+    if let Ok(path_and_query) = path_and_query.parse() {
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(path_and_query);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_slashes_are_trimmed_and_queries_kept() {
+        let mut request = Request::builder()
+            .uri("/webchat/site/?lang=zh")
+            .body(Body::empty())
+            .unwrap();
+        trim_trailing_slash(&mut request);
+        assert_eq!(request.uri(), "/webchat/site?lang=zh");
+        let mut root = Request::builder().uri("/").body(Body::empty()).unwrap();
+        trim_trailing_slash(&mut root);
+        assert_eq!(root.uri(), "/");
+    }
 }
