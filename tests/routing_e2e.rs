@@ -251,7 +251,7 @@ async fn abusive_messages_go_to_supervisors_and_are_reported() {
 async fn silent_crm() -> SocketAddr {
     let app = axum::Router::new().route(
         "/tier",
-        axum::routing::get(|| std::future::pending::<&'static str>()),
+        axum::routing::get(std::future::pending::<&'static str>),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
