@@ -351,7 +351,20 @@ fn route(policy: &Policy, kv: &MemoryKv, index: usize, case: &Case) -> Routed {
         kv,
         backlog: &NoBacklog,
     };
-    futures_block_on(policy.route(&subject, services, true))
+    let routed = futures_block_on(policy.route(&subject, services, true));
+    // Deciding without the explanation skips the rules that cannot match; it must land on
+    // the same rule as walking every rule does.
+    let quick = policy.decide(&subject, &routed.analysis, &routed.facts, false);
+    assert_eq!(
+        (quick.rule.as_str(), quick.queue_key.as_str()),
+        (
+            routed.decision.rule.as_str(),
+            routed.decision.queue_key.as_str()
+        ),
+        "{:?} decided differently without the explanation",
+        case.text
+    );
+    routed
 }
 
 fn futures_block_on<F: std::future::Future>(future: F) -> F::Output {

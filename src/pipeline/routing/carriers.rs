@@ -19,7 +19,7 @@
 //! USPS 20 digits, SF's older 12 digits) count only when the text names the carrier, and a
 //! carrier named in the text wins over the table order when several formats fit.
 
-use regex::Regex;
+use regex::RegexSet;
 
 /// A carrier: its id in entities and the words that name it (normalized, lowercase,
 /// Simplified).
@@ -290,19 +290,16 @@ const SPECS: &[Spec] = &[
     },
 ];
 
-struct Format {
-    spec: &'static Spec,
-    regex: Regex,
-}
-
-/// Recognises tracking numbers in single tokens.
+/// Recognises tracking numbers in single tokens: one regex set over every format, so a
+/// word is looked at once however many formats there are.
 pub struct Formats {
-    formats: Vec<Format>,
+    specs: Vec<&'static Spec>,
+    set: Option<RegexSet>,
 }
 
 impl std::fmt::Debug for Formats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Formats({})", self.formats.len())
+        write!(f, "Formats({})", self.specs.len())
     }
 }
 
@@ -321,7 +318,7 @@ impl Formats {
     /// The formats of the carriers in `enabled` (every carrier when `None`).
     pub fn new(enabled: Option<&[String]>) -> Self {
         let wanted = |id: &str| enabled.is_none_or(|list| list.iter().any(|c| c == id));
-        let formats = SPECS
+        let specs: Vec<&'static Spec> = SPECS
             .iter()
             .filter(|spec| match spec.owner {
                 Owner::Carrier(id) => wanted(id),
@@ -329,14 +326,10 @@ impl Formats {
                     .iter()
                     .any(|id| wanted(id)),
             })
-            .filter_map(|spec| {
-                // Built-in patterns; a failure here would be caught by the unit tests.
-                Regex::new(&format!("^(?:{})$", spec.pattern))
-                    .ok()
-                    .map(|regex| Format { spec, regex })
-            })
             .collect();
-        Self { formats }
+        // Built-in patterns; the unit tests show the set compiles.
+        let set = RegexSet::new(specs.iter().map(|s| format!("^(?:{})$", s.pattern))).ok();
+        Self { specs, set }
     }
 
     /// The tracking number `token` is, if any. `named(id)` tells whether the text names
@@ -350,13 +343,15 @@ impl Formats {
         if !(10..=40).contains(&token.len()) || !token.bytes().any(|b| b.is_ascii_digit()) {
             return None;
         }
+        let set = self.set.as_ref()?;
         let upper = token.to_ascii_uppercase();
         let mut first: Option<Tracking> = None;
-        for format in &self.formats {
-            if !format.regex.is_match(&upper) || !valid(format.spec.check, &upper) {
+        for index in set.matches(&upper).iter() {
+            let spec = self.specs[index];
+            if !valid(spec.check, &upper) {
                 continue;
             }
-            let (carrier, country) = match format.spec.owner {
+            let (carrier, country) = match spec.owner {
                 Owner::Carrier(id) => (id.to_owned(), None),
                 Owner::S10 => {
                     let Some(carrier) = s10_carrier(&upper) else {
@@ -369,7 +364,7 @@ impl Formats {
                 continue;
             }
             let is_named = named(&carrier);
-            if format.spec.needs_name && !is_named {
+            if spec.needs_name && !is_named {
                 continue;
             }
             let found = Tracking {
@@ -495,7 +490,9 @@ mod tests {
 
     #[test]
     fn every_built_in_pattern_compiles() {
-        assert_eq!(Formats::new(None).formats.len(), SPECS.len());
+        let formats = Formats::new(None);
+        assert_eq!(formats.specs.len(), SPECS.len());
+        assert!(formats.set.is_some());
     }
 
     #[test]

@@ -73,6 +73,9 @@ impl Extractor {
     pub fn extract(&self, compat: &str, named: &dyn Fn(&str) -> bool) -> Vec<Entity> {
         let mut taken: Vec<(usize, usize)> = Vec::new();
         let mut entities = Vec::new();
+        // Phones, tracking numbers and amounts all hold digits; most messages hold few or none,
+        // and then the number patterns need not run at all.
+        let digits = compat.bytes().filter(u8::is_ascii_digit).count();
         let free = |taken: &[(usize, usize)], start: usize, end: usize| {
             taken.iter().all(|&(s, e)| end <= s || e <= start)
         };
@@ -90,7 +93,7 @@ impl Extractor {
             }
         }
 
-        if self.phones {
+        if self.phones && digits >= 8 {
             for caps in self.mainland.iter().flat_map(|r| r.captures_iter(compat)) {
                 let Some(m) = caps.get(0) else { continue };
                 if !number_bounded(compat, m.start(), m.end()) || !free(&taken, m.start(), m.end())
@@ -108,7 +111,8 @@ impl Extractor {
                     [("region", "cn".into())],
                 ));
             }
-            for caps in self.hong_kong.iter().flat_map(|r| r.captures_iter(compat)) {
+            let hong_kong = self.hong_kong.iter().filter(|_| compat.contains("852"));
+            for caps in hong_kong.flat_map(|r| r.captures_iter(compat)) {
                 let Some(m) = caps.get(0) else { continue };
                 if !number_bounded(compat, m.start(), m.end()) || !free(&taken, m.start(), m.end())
                 {
@@ -133,7 +137,8 @@ impl Extractor {
                     .any(|c| c == carrier || (c == "postal" && carrier == "postal"))
             })
         };
-        for (start, end) in latin_words(compat) {
+        // The shortest formats (S10, DHL piece ids) hold nine digits.
+        for (start, end) in latin_words(if digits >= 9 { compat } else { "" }) {
             if !free(&taken, start, end) {
                 continue;
             }
@@ -152,7 +157,7 @@ impl Extractor {
             }
         }
 
-        if self.amounts {
+        if self.amounts && digits > 0 {
             let mut amounts: Vec<(usize, usize, String, &'static str)> = Vec::new();
             for caps in self
                 .amount_before

@@ -42,6 +42,9 @@ pub struct Intents {
 /// How one intent scored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntentScore {
+    /// Index into [`Intents::defs`].
+    #[serde(skip)]
+    pub index: usize,
     /// Intent name.
     pub intent: String,
     /// Its score.
@@ -146,18 +149,24 @@ impl Intents {
         if self.defs.is_empty() {
             return Vec::new();
         }
-        let mut scores: Vec<Option<IntentScore>> = vec![None; self.defs.len()];
-        let entry = |scores: &mut Vec<Option<IntentScore>>, i: usize| -> usize {
-            if scores[i].is_none() {
-                scores[i] = Some(IntentScore {
-                    intent: self.defs[i].name.clone(),
-                    score: 0.0,
-                    keywords: Vec::new(),
-                    regexes: Vec::new(),
-                    excluded_by: None,
-                });
+        // Few intents have evidence in one message: a short list searched linearly beats a
+        // slot per intent.
+        let mut scores: Vec<IntentScore> = Vec::new();
+        let entry = |scores: &mut Vec<IntentScore>, i: usize| -> usize {
+            match scores.iter().position(|s| s.index == i) {
+                Some(at) => at,
+                None => {
+                    scores.push(IntentScore {
+                        index: i,
+                        intent: self.defs[i].name.clone(),
+                        score: 0.0,
+                        keywords: Vec::new(),
+                        regexes: Vec::new(),
+                        excluded_by: None,
+                    });
+                    scores.len() - 1
+                }
             }
-            i
         };
         let keyword_hits: Vec<&Hit> = hits
             .iter()
@@ -181,19 +190,17 @@ impl Intents {
                         if shadowed {
                             continue;
                         }
-                        let i = entry(&mut scores, i);
-                        if let Some(s) = scores[i].as_mut()
-                            && !s.keywords.contains(&word.text)
-                        {
+                        let at = entry(&mut scores, i);
+                        let s = &mut scores[at];
+                        if !s.keywords.contains(&word.text) {
                             s.keywords.push(word.text.clone());
                             s.score += self.defs[i].weight;
                         }
                     }
                     Owner::Negative(i) => {
-                        let i = entry(&mut scores, i);
-                        if let Some(s) = scores[i].as_mut()
-                            && s.excluded_by.is_none()
-                        {
+                        let at = entry(&mut scores, i);
+                        let s = &mut scores[at];
+                        if s.excluded_by.is_none() {
                             s.excluded_by = Some(word.text.clone());
                         }
                     }
@@ -208,14 +215,14 @@ impl Intents {
                     .find(folded)
                     .map(|m| m.as_str().to_owned())
                     .unwrap_or_default();
-                let i = entry(&mut scores, *i);
-                if let Some(s) = scores[i].as_mut() {
-                    s.regexes.push(matched);
-                    s.score += self.defs[i].regex_weight;
-                }
+                let at = entry(&mut scores, *i);
+                let s = &mut scores[at];
+                s.regexes.push(matched);
+                s.score += self.defs[*i].regex_weight;
             }
         }
-        scores.into_iter().flatten().collect()
+        scores.sort_by_key(|s| s.index);
+        scores
     }
 
     /// The best intent among `scores`, if any counts.
@@ -223,9 +230,10 @@ impl Intents {
         let mut best: Option<(usize, f64)> = None;
         let mut runner_up = 0.0_f64;
         for s in scores {
-            let Some(i) = self.index(&s.intent) else {
+            let i = s.index;
+            if i >= self.defs.len() {
                 continue;
-            };
+            }
             if s.excluded_by.is_some() || s.score < self.defs[i].min_score || s.score <= 0.0 {
                 continue;
             }

@@ -195,6 +195,9 @@ pub struct ChosenIntent {
     pub confidence: f64,
     /// `keywords` or `classifier`.
     pub source: &'static str,
+    /// Index into the configured intents; `None` for a classifier's intent not among them.
+    #[serde(skip)]
+    pub index: Option<usize>,
 }
 
 /// One rule's verdict.
@@ -293,6 +296,13 @@ pub struct Policy {
     extractor: Extractor,
     calendars: Vec<Calendar>,
     rules: Vec<Rule>,
+    /// For each intent index, the rules that can match a message of that intent (those
+    /// naming it and those without an intent condition), in order; the last entry is for
+    /// messages without an intent. Lets a message skip the rules that cannot match it.
+    candidates: Vec<Vec<usize>>,
+    /// Whether some rule names an intent outside `[[intents]]` (a classifier's), which
+    /// the candidate lists cannot know.
+    foreign_intents: bool,
     default_skill: String,
     default_priority: u8,
     tiers: Tiers,
@@ -406,7 +416,7 @@ impl Policy {
             .filter_map(Calendar::new)
             .collect();
         let default_priority = config.routing.default.priority;
-        let rules = config
+        let rules: Vec<Rule> = config
             .routing
             .rules
             .iter()
@@ -420,6 +430,25 @@ impl Policy {
                 )
             })
             .collect();
+        let intent_count = intents.defs.len();
+        let mut candidates = vec![Vec::new(); intent_count + 1];
+        let mut foreign_intents = false;
+        for (r, rule) in rules.iter().enumerate() {
+            if rule.intent_names().is_empty() {
+                candidates.iter_mut().for_each(|list| list.push(r));
+                continue;
+            }
+            for name in rule.intent_names() {
+                match intents.index(name) {
+                    Some(i) => {
+                        if candidates[i].last() != Some(&r) {
+                            candidates[i].push(r);
+                        }
+                    }
+                    None => foreign_intents = true,
+                }
+            }
+        }
         let overflow = config
             .routing
             .overflow
@@ -445,6 +474,8 @@ impl Policy {
             extractor: Extractor::new(&config.routing.entities),
             calendars,
             rules,
+            candidates,
+            foreign_intents,
             default_skill: config.routing.default.skill.clone(),
             default_priority,
             tiers: Tiers::new(&config.tiers),
@@ -465,6 +496,11 @@ impl Policy {
     /// Number of distinct words in the automaton.
     pub fn keyword_count(&self) -> usize {
         self.lexicon.len()
+    }
+
+    /// The compiled parts of the analysis, for benchmarks and tools.
+    pub fn parts(&self) -> (&Lexicon, &Intents, &Extractor) {
+        (&self.lexicon, &self.intents, &self.extractor)
     }
 
     /// Normalization, intents, entities and abusive words of `text`.
@@ -574,12 +610,14 @@ impl Policy {
                 name: answer.intent.clone(),
                 confidence: intents::round3(answer.confidence),
                 source: "classifier",
+                index: self.intents.index(&answer.intent),
             });
         }
         analysis.keyword_intent.as_ref().map(|c| ChosenIntent {
             name: c.name.clone(),
             confidence: c.confidence,
             source: "keywords",
+            index: Some(c.index),
         })
     }
 
@@ -645,7 +683,18 @@ impl Policy {
 
         let mut tried = Vec::new();
         let mut matched = None;
-        for (index, rule) in self.rules.iter().enumerate() {
+        // Explaining shows every rule; deciding looks only at those that can match.
+        let all: Vec<usize>;
+        let order: &[usize] = match (explain, intent.as_ref().map(|i| i.index)) {
+            (false, None) => &self.candidates[self.intents.defs.len()],
+            (false, Some(Some(i))) if !self.foreign_intents => &self.candidates[i],
+            _ => {
+                all = (0..self.rules.len()).collect();
+                &all
+            }
+        };
+        for &index in order {
+            let rule = &self.rules[index];
             let verdict = rule.check(&cx);
             if explain {
                 tried.push(RuleTrace {
@@ -682,11 +731,10 @@ impl Policy {
             ),
         };
         let rules_decided = rule_name.clone();
-        let breaks = intent.as_ref().is_some_and(|i| {
-            self.intents
-                .index(&i.name)
-                .is_some_and(|x| self.intents.defs[x].breaks_stickiness)
-        });
+        let breaks = intent
+            .as_ref()
+            .and_then(|i| i.index)
+            .is_some_and(|x| self.intents.defs[x].breaks_stickiness);
         let usable_sticky = facts.sticky.as_ref().filter(|s| {
             topic::is_word(&s.skill)
                 && self.routable(&Self::key_for(&s.skill, s.queue_key.as_deref(), &tier))

@@ -23,7 +23,7 @@ pub struct Normalized {
 fn converter() -> Option<&'static OpenCC> {
     static CONVERTER: OnceLock<Option<OpenCC>> = OnceLock::new();
     CONVERTER
-        .get_or_init(|| match OpenCC::from_config(BuiltinConfig::Hk2s) {
+        .get_or_init(|| match OpenCC::from_config(BuiltinConfig::T2s) {
             Ok(converter) => Some(converter),
             Err(err) => {
                 // The tables are embedded, so this means a broken build; matching still works

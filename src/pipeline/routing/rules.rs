@@ -84,6 +84,11 @@ pub enum Miss {
 }
 
 impl Rule {
+    /// The intents it names; empty when it has no intent condition.
+    pub fn intent_names(&self) -> &[String] {
+        &self.intents
+    }
+
     /// Compiles `config`; `calendar` maps a calendar name to its index, `keyword` a
     /// normalized keyword to its lexicon index.
     pub fn new(
