@@ -472,3 +472,72 @@ async fn reloads_under_load_lose_nothing_and_never_mix_two_configs_in_one_messag
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_full_agent_queue_overflows_to_its_overflow_key_with_a_higher_priority() {
+    let prefix = unique_prefix("overflow");
+    let scratch = Scratch::new(&prefix);
+    let mut setup = Setup::new(&prefix);
+    setup.extra = format!(
+        "\n[[routing.overflow]]\nqueue = \"{}\"\nready_above = 3\nqueue_key = \"general.overflow\"\npriority_boost = 2\ncheck_every_ms = 100\n",
+        setup.queue("claims")
+    );
+    let daemon = Daemon::start(&scratch.0, &setup.config(&scratch.0));
+    daemon.wait_broker().await;
+    let client = reqwest::Client::new();
+    let conn = amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+
+    // Nobody consumes the claims queue: it fills until its ready count passes 3; from the
+    // next backlog check on, damaged parcels go to the overflow key.
+    let mut sent = 0;
+    let overflowed = wait_for("a message to overflow", WAIT, || {
+        sent += 1;
+        let (client, daemon, conn) = (&client, &daemon, &conn);
+        let general = setup.queue("general");
+        async move {
+            send(
+                client,
+                daemon,
+                &format!("o-{sent}"),
+                "u-o",
+                "my parcel is damaged",
+            )
+            .await;
+            take(conn, &general, 1, Duration::from_millis(200))
+                .await
+                .pop()
+        }
+    })
+    .await;
+    assert!(depth(&channel, &setup.queue("claims")).await > 3);
+    let e = &overflowed.body;
+    assert_eq!(e["route"]["rule"], "damaged");
+    assert_eq!(e["route"]["queue_key"], "general.overflow");
+    assert_eq!(e["route"]["priority"], 8, "6 + 2");
+    assert_eq!(*overflowed.properties.priority(), Some(8));
+    assert_eq!(e["flags"], json!(["overflow"]));
+    assert!(
+        e["route"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("overflow: "),
+        "{e}"
+    );
+    assert!(
+        daemon
+            .metric(
+                "switchboard_routing_overflow_total",
+                &format!("queue=\"{}\"", setup.queue("claims"))
+            )
+            .await
+            >= 1.0
+    );
+    assert!(
+        daemon
+            .metric("switchboard_queue_ready_messages", "queue=")
+            .await
+            > 3.0
+    );
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
