@@ -268,7 +268,8 @@ async fn spool_jobs(spool: &LocalStore, jobs: Vec<Job>) {
     }
 }
 
-fn now_ms() -> u64 {
+/// Unix milliseconds now (0 if the clock is before 1970).
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -312,15 +313,8 @@ pub async fn drain(
     let mut links = broker.subscribe();
     let mut idle = tokio::time::interval(Duration::from_millis(100));
     loop {
-        let stats = spool.stats();
-        metrics.spool_depth.set(stats.depth as i64);
-        metrics.spool_bytes.set(stats.bytes as i64);
-        metrics.spool_oldest_age_seconds.set(
-            stats
-                .oldest_spooled_at_ms
-                .map_or(0, |at| (now_ms().saturating_sub(at) / 1000) as i64),
-        );
-        if stats.depth == 0 {
+        // The spool gauges are read from `stats()` when /metrics is scraped, not here.
+        if spool.stats().depth == 0 {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = idle.tick() => continue,

@@ -64,9 +64,7 @@ async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     let stats = state.spool.stats();
     state.metrics.spool_depth.set(stats.depth as i64);
     state.metrics.spool_bytes.set(stats.bytes as i64);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = crate::durable::now_ms();
     state.metrics.spool_oldest_age_seconds.set(
         stats
             .oldest_spooled_at_ms
