@@ -119,7 +119,7 @@ impl Rig {
 }
 
 async fn run(fault: Fault) {
-    let _broker = BrokerGuard;
+    let broker = BrokerGuard::new();
     let _redis = RedisGuard;
     let spool_max = matches!(fault, Fault::SpoolFull).then_some(1024 * 1024);
     let mut rig = Rig::start("faults", spool_max).await;
@@ -145,7 +145,7 @@ async fn run(fault: Fault) {
     rig.accepted_at_least(100, "100 accepted before the fault")
         .await;
 
-    let note = inject(fault, &mut rig).await;
+    let note = inject(fault, &mut rig, &broker).await;
     let lifted = Instant::now();
     wait_for("the daemon to recover", DEADLINE, || {
         let admin = rig.admin.clone();
@@ -194,7 +194,7 @@ async fn run(fault: Fault) {
 }
 
 /// Injects `fault`, holds it, lifts it; returns a note for the results table.
-async fn inject(fault: Fault, rig: &mut Rig) -> String {
+async fn inject(fault: Fault, rig: &mut Rig, broker: &BrokerGuard) -> String {
     match fault {
         Fault::ConnectionsClosed => {
             ctl(&["close_all_connections", "fault test"]).await;
@@ -215,13 +215,13 @@ async fn inject(fault: Fault, rig: &mut Rig) -> String {
         Fault::MemoryAlarm => {
             ctl(&["set_vm_memory_high_watermark", "absolute", "1"]).await;
             tokio::time::sleep(hold()).await;
-            ctl(&["set_vm_memory_high_watermark", "0.4"]).await;
+            ctl_owned(broker.restore_watermark()).await;
             publish_outcomes(rig).await
         }
         Fault::DiskAlarm => {
             ctl(&["set_disk_free_limit", "100000GB"]).await;
             tokio::time::sleep(hold()).await;
-            ctl(&["set_disk_free_limit", "50MB"]).await;
+            ctl_owned(broker.restore_disk_limit()).await;
             publish_outcomes(rig).await
         }
         Fault::RedisStopped => {
@@ -298,7 +298,10 @@ async fn inject(fault: Fault, rig: &mut Rig) -> String {
 }
 
 async fn ctl(args: &[&str]) {
-    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    ctl_owned(args.iter().map(|a| (*a).to_owned()).collect()).await;
+}
+
+async fn ctl_owned(args: Vec<String>) {
     tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         rabbitmqctl(&args);

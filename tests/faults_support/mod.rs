@@ -923,8 +923,58 @@ pub fn rabbitmqctl(args: &[&str]) {
     );
 }
 
-/// Puts the broker back however a test ends: application started, alarms lifted.
-pub struct BrokerGuard;
+/// An Erlang expression's value on the test broker's node.
+fn rabbit_eval(expression: &str) -> Option<String> {
+    let output = rabbitmqctl_command()
+        .args(["eval", expression])
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Puts the broker back however a test ends: application started, and the memory watermark
+/// and disk free limit it had before the test.
+pub struct BrokerGuard {
+    watermark: Vec<String>,
+    disk_limit: String,
+}
+
+impl BrokerGuard {
+    pub fn new() -> Self {
+        let watermark = rabbit_eval("vm_memory_monitor:get_vm_memory_high_watermark().")
+            .unwrap_or_else(|| "0.4".to_owned());
+        // `0.4`, or `{absolute,1073741824}`.
+        let watermark = match watermark
+            .strip_prefix("{absolute,")
+            .and_then(|w| w.strip_suffix('}'))
+        {
+            Some(bytes) => vec!["absolute".to_owned(), bytes.to_owned()],
+            None => vec![watermark],
+        };
+        let disk_limit = rabbit_eval("rabbit_disk_monitor:get_disk_free_limit().")
+            .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
+            .unwrap_or_else(|| "50000000".to_owned());
+        Self {
+            watermark,
+            disk_limit,
+        }
+    }
+
+    /// `rabbitmqctl` arguments restoring the memory watermark.
+    pub fn restore_watermark(&self) -> Vec<String> {
+        let mut args = vec!["set_vm_memory_high_watermark".to_owned()];
+        args.extend(self.watermark.iter().cloned());
+        args
+    }
+
+    /// `rabbitmqctl` arguments restoring the disk free limit.
+    pub fn restore_disk_limit(&self) -> Vec<String> {
+        vec!["set_disk_free_limit".to_owned(), self.disk_limit.clone()]
+    }
+}
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
@@ -933,10 +983,10 @@ impl Drop for BrokerGuard {
             .args(["await_startup", "--timeout", "60"])
             .output();
         let _ = rabbitmqctl_command()
-            .args(["set_vm_memory_high_watermark", "0.4"])
+            .args(self.restore_watermark())
             .output();
         let _ = rabbitmqctl_command()
-            .args(["set_disk_free_limit", "50MB"])
+            .args(self.restore_disk_limit())
             .output();
     }
 }
