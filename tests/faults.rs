@@ -119,8 +119,12 @@ impl Rig {
 }
 
 async fn run(fault: Fault) {
-    let broker = BrokerGuard::new();
-    let _redis = RedisGuard;
+    let broker = BrokerGuard::new(
+        matches!(fault, Fault::BrokerStopped | Fault::SpoolFull),
+        matches!(fault, Fault::MemoryAlarm),
+        matches!(fault, Fault::DiskAlarm),
+    );
+    let _redis = matches!(fault, Fault::RedisStopped).then_some(RedisGuard);
     let spool_max = matches!(fault, Fault::SpoolFull).then_some(1024 * 1024);
     let mut rig = Rig::start("faults", spool_max).await;
     let events = durable_events_queue(&rig.prefix).await;

@@ -935,29 +935,36 @@ fn rabbit_eval(expression: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-/// Puts the broker back however a test ends: application started, and the memory watermark
-/// and disk free limit it had before the test.
+/// Puts the broker back however a test ends: the application started if the test stops
+/// it, the memory watermark and disk free limit it had if the test alarms it. (Each
+/// rabbitmqctl call costs seconds on a busy machine, so only what the test touches.)
 pub struct BrokerGuard {
-    watermark: Vec<String>,
-    disk_limit: String,
+    stops_app: bool,
+    watermark: Option<Vec<String>>,
+    disk_limit: Option<String>,
 }
 
 impl BrokerGuard {
-    pub fn new() -> Self {
-        let watermark = rabbit_eval("vm_memory_monitor:get_vm_memory_high_watermark().")
-            .unwrap_or_else(|| "0.4".to_owned());
-        // `0.4`, or `{absolute,1073741824}`.
-        let watermark = match watermark
-            .strip_prefix("{absolute,")
-            .and_then(|w| w.strip_suffix('}'))
-        {
-            Some(bytes) => vec!["absolute".to_owned(), bytes.to_owned()],
-            None => vec![watermark],
-        };
-        let disk_limit = rabbit_eval("rabbit_disk_monitor:get_disk_free_limit().")
-            .filter(|l| l.chars().all(|c| c.is_ascii_digit()))
-            .unwrap_or_else(|| "50000000".to_owned());
+    pub fn new(stops_app: bool, alarms_memory: bool, alarms_disk: bool) -> Self {
+        let watermark = alarms_memory.then(|| {
+            let watermark = rabbit_eval("vm_memory_monitor:get_vm_memory_high_watermark().")
+                .unwrap_or_else(|| "0.4".to_owned());
+            // `0.4`, or `{absolute,1073741824}`.
+            match watermark
+                .strip_prefix("{absolute,")
+                .and_then(|w| w.strip_suffix('}'))
+            {
+                Some(bytes) => vec!["absolute".to_owned(), bytes.to_owned()],
+                None => vec![watermark],
+            }
+        });
+        let disk_limit = alarms_disk.then(|| {
+            rabbit_eval("rabbit_disk_monitor:get_disk_free_limit().")
+                .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_digit()))
+                .unwrap_or_else(|| "50000000".to_owned())
+        });
         Self {
+            stops_app,
             watermark,
             disk_limit,
         }
@@ -966,28 +973,37 @@ impl BrokerGuard {
     /// `rabbitmqctl` arguments restoring the memory watermark.
     pub fn restore_watermark(&self) -> Vec<String> {
         let mut args = vec!["set_vm_memory_high_watermark".to_owned()];
-        args.extend(self.watermark.iter().cloned());
+        args.extend(self.watermark.iter().flatten().cloned());
         args
     }
 
     /// `rabbitmqctl` arguments restoring the disk free limit.
     pub fn restore_disk_limit(&self) -> Vec<String> {
-        vec!["set_disk_free_limit".to_owned(), self.disk_limit.clone()]
+        vec![
+            "set_disk_free_limit".to_owned(),
+            self.disk_limit.clone().unwrap_or_default(),
+        ]
     }
 }
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
-        let _ = rabbitmqctl_command().arg("start_app").output();
-        let _ = rabbitmqctl_command()
-            .args(["await_startup", "--timeout", "60"])
-            .output();
-        let _ = rabbitmqctl_command()
-            .args(self.restore_watermark())
-            .output();
-        let _ = rabbitmqctl_command()
-            .args(self.restore_disk_limit())
-            .output();
+        if self.stops_app {
+            let _ = rabbitmqctl_command().arg("start_app").output();
+            let _ = rabbitmqctl_command()
+                .args(["await_startup", "--timeout", "60"])
+                .output();
+        }
+        if self.watermark.is_some() {
+            let _ = rabbitmqctl_command()
+                .args(self.restore_watermark())
+                .output();
+        }
+        if self.disk_limit.is_some() {
+            let _ = rabbitmqctl_command()
+                .args(self.restore_disk_limit())
+                .output();
+        }
     }
 }
 
