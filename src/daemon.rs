@@ -232,7 +232,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             config.spool.path.display()
         ))
     })?;
-    let shared = SharedState::from_config(config).map_err(runtime("shared state"))?;
+    let shared =
+        SharedState::from_config(config, metrics.clone()).map_err(runtime("shared state"))?;
     let broker_url = config
         .broker
         .resolve_url()

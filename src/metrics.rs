@@ -121,6 +121,8 @@ pub struct Metrics {
     pub config_info: Family<ConfigLabels, Gauge>,
     /// Operations on shared state that fell back or failed, by outcome.
     pub kv_errors: Family<OutcomeLabels, Counter>,
+    /// 1 while Redis fails and shared state is served from this instance's memory.
+    pub shared_state_degraded: Gauge,
     /// Routed messages by what decided.
     pub routed: Family<RuleLabels, Counter>,
     /// Messages moved to an overflow key, by the agent queue that was too full.
@@ -156,6 +158,7 @@ impl Default for Metrics {
         let reloads = Family::default();
         let config_info = Family::default();
         let kv_errors = Family::default();
+        let shared_state_degraded = Gauge::default();
         let routed = Family::default();
         let overflowed = Family::default();
         let queue_ready = Family::default();
@@ -274,6 +277,11 @@ impl Default for Metrics {
             "Shared-state failures by outcome",
             kv_errors.clone(),
         );
+        registry.register(
+            "shared_state_degraded",
+            "1 while Redis fails and shared state is local to this instance",
+            shared_state_degraded.clone(),
+        );
         Self {
             registry,
             requests,
@@ -292,6 +300,7 @@ impl Default for Metrics {
             reloads,
             config_info,
             kv_errors,
+            shared_state_degraded,
             routed,
             overflowed,
             queue_ready,

@@ -439,7 +439,7 @@ async fn it_comes_up_without_a_broker_and_delivers_the_spool_once_one_appears() 
     // the same spool at the real one.
     let config = setup
         .config(&scratch.0)
-        .replace("127.0.0.1:5672", "127.0.0.1:1");
+        .replace(&amqp_url(), "amqp://guest:guest@127.0.0.1:1/%2f");
     let mut daemon = Daemon::start(&scratch.0, &config);
     let client = reqwest::Client::new();
     let ready: serde_json::Value = reqwest::get(daemon.admin_url("/readyz"))

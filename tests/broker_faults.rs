@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use common::*;
 const MESSAGES: usize = 1000;
 
 fn rabbitmqctl(args: &[&str]) {
-    let output = Command::new("rabbitmqctl")
+    let output = rabbitmqctl_command()
         .args(args)
         .output()
         .expect("rabbitmqctl");
@@ -30,8 +29,8 @@ struct BrokerGuard;
 
 impl Drop for BrokerGuard {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl").arg("start_app").output();
-        let _ = Command::new("rabbitmqctl")
+        let _ = rabbitmqctl_command().arg("start_app").output();
+        let _ = rabbitmqctl_command()
             .args(["await_startup", "--timeout", "60"])
             .output();
     }

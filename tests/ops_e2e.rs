@@ -114,8 +114,10 @@ async fn two_instances_share_dedupe_and_sequences_through_redis() {
     let scratch_a = Scratch::new(&format!("{prefix}-a"));
     let scratch_b = Scratch::new(&format!("{prefix}-b"));
     let mut setup = Setup::new(&prefix);
-    setup.extra =
-        format!("\n[redis]\nurl = \"redis://127.0.0.1:6379/0\"\nkey_prefix = \"{prefix}:\"\n");
+    setup.extra = format!(
+        "\n[redis]\nurl = \"{}\"\nkey_prefix = \"{prefix}:\"\n",
+        redis_url()
+    );
     let a = Daemon::start(
         &scratch_a.0,
         &setup.config(&scratch_a.0).replace(

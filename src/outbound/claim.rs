@@ -20,20 +20,40 @@ pub enum Claim {
     InProgressElsewhere,
 }
 
+/// This process among the lifetimes of its instance id: a claim of the same instance made
+/// by another process is one its previous life left behind when it died (SIGKILL, crash).
+fn incarnation() -> &'static str {
+    static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INCARNATION.get_or_init(|| ulid::Ulid::new().to_string())
+}
+
 /// Claims on reply ids in the shared store.
 pub struct ReplyClaims {
     kv: Arc<dyn KvStore>,
     ttl: Duration,
+    /// `p:{instance}:`, the start of every claim this instance id makes.
+    instance: String,
+    /// `p:{instance}:{incarnation}`, the start of this process's claims.
     owner: String,
 }
 
 impl ReplyClaims {
     /// Claims remembered for `ttl` once done.
     pub fn new(kv: Arc<dyn KvStore>, ttl: Duration, instance: &str) -> Self {
+        Self::with_incarnation(kv, ttl, instance, incarnation())
+    }
+
+    fn with_incarnation(
+        kv: Arc<dyn KvStore>,
+        ttl: Duration,
+        instance: &str,
+        incarnation: &str,
+    ) -> Self {
         Self {
             kv,
             ttl,
-            owner: format!("p:{instance}"),
+            instance: format!("p:{instance}:"),
+            owner: format!("p:{instance}:{incarnation}"),
         }
     }
 
@@ -50,11 +70,25 @@ impl ReplyClaims {
             return Ok(Claim::Ours(token));
         }
         let value = self.kv.get(&key).await?.unwrap_or_default();
-        let value = String::from_utf8_lossy(&value);
-        match value.strip_prefix("d:") {
-            Some(event) => Ok(Claim::Done(event.to_owned())),
-            None => Ok(Claim::InProgressElsewhere),
+        let value = String::from_utf8_lossy(&value).into_owned();
+        if let Some(event) = value.strip_prefix("d:") {
+            return Ok(Claim::Done(event.to_owned()));
         }
+        // Left by this instance's previous process, which died sending: nobody is sending
+        // it now, so take it over rather than wait out the lease. (Instance ids are unique
+        // among running instances.)
+        if value.starts_with(&self.instance)
+            && !value.starts_with(&format!("{}:", self.owner))
+            && self.kv.delete_if_equals(&key, value.as_bytes()).await?
+            && self.kv.set_if_absent(&key, token.as_bytes(), LEASE).await?
+        {
+            tracing::info!(
+                reply_id,
+                "took over a reply claim left by a previous process"
+            );
+            return Ok(Claim::Ours(token));
+        }
+        Ok(Claim::InProgressElsewhere)
     }
 
     /// Records the outcome of `reply_id`.
@@ -108,5 +142,17 @@ mod tests {
         assert_eq!(b.claim("r2").await.unwrap(), Claim::InProgressElsewhere);
         a.release("r2", &token).await;
         assert!(matches!(b.claim("r2").await.unwrap(), Claim::Ours(_)));
+    }
+
+    #[tokio::test]
+    async fn a_restarted_instance_takes_over_the_claims_of_its_previous_process() {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let before = ReplyClaims::with_incarnation(kv.clone(), Duration::from_secs(60), "a", "1");
+        let other = ReplyClaims::with_incarnation(kv.clone(), Duration::from_secs(60), "ab", "2");
+        let after = ReplyClaims::with_incarnation(kv, Duration::from_secs(60), "a", "3");
+        assert!(matches!(before.claim("r1").await.unwrap(), Claim::Ours(_)));
+        assert_eq!(other.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
+        assert!(matches!(after.claim("r1").await.unwrap(), Claim::Ours(_)));
+        assert_eq!(after.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
     }
 }

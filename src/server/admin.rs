@@ -43,6 +43,7 @@ pub fn admin_router(state: AdminState) -> Router {
 }
 
 /// Ready while accepted messages can be made safe: broker connected, or spool with room.
+/// Redis failing does not make the instance unready (it degrades to local state), but shows.
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let stats = state.spool.stats();
     let broker_up = state.broker.live().is_some();
@@ -50,6 +51,7 @@ async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
     let body = json!({
         "broker": if broker_up { "connected" } else { "down" },
         "broker_error": state.broker.last_error(),
+        "shared_state": if state.metrics.shared_state_degraded.get() == 1 { "degraded" } else { "ok" },
         "spool": { "depth": stats.depth, "bytes": stats.bytes, "max_bytes": state.spool.max_bytes(), "accepting": spool_room },
     });
     let status = if broker_up || spool_room {

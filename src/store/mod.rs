@@ -2,6 +2,7 @@
 //! `[redis]` is configured (every instance sees the same dedupe keys, tokens, sequences),
 //! memory otherwise.
 
+mod fallback;
 mod redis_fanout;
 mod redis_kv;
 
@@ -12,10 +13,12 @@ use switchboard_sdk::services::{LocalFanout, MemoryKv};
 use switchboard_sdk::{Fanout, KvStore};
 use tokio_util::sync::CancellationToken;
 
+pub use fallback::FallbackKv;
 pub use redis_fanout::RedisFanout;
 pub use redis_kv::RedisKv;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// The store chosen by config, and whether it is shared between instances.
 pub struct SharedState {
@@ -31,22 +34,23 @@ pub struct SharedState {
 
 impl SharedState {
     /// Builds the store `config` asks for; Redis is connected lazily, so a daemon starts
-    /// even while Redis is down.
-    pub fn from_config(config: &Config) -> Result<Self, String> {
+    /// even while Redis is down, and falls back to memory while it fails.
+    pub fn from_config(config: &Config, metrics: Arc<Metrics>) -> Result<Self, String> {
         match &config.redis {
             Some(redis) => {
                 let url = redis.resolve_url().map_err(|p| p.message)?;
-                let kv =
+                let redis_kv =
                     Arc::new(RedisKv::new(&url, &redis.key_prefix).map_err(|e| e.to_string())?);
                 let fanout = Arc::new(
-                    RedisFanout::new(&url, &redis.key_prefix, kv.clone())
+                    RedisFanout::new(&url, &redis.key_prefix, redis_kv.clone())
                         .map_err(|e| e.to_string())?,
                 );
+                let memory = Arc::new(MemoryKv::default());
                 Ok(Self {
-                    kv,
+                    kv: Arc::new(FallbackKv::new(redis_kv, memory.clone(), metrics)),
                     fanout: fanout.clone(),
                     shared: true,
-                    memory: None,
+                    memory: Some(memory),
                     redis_fanout: Some(fanout),
                 })
             }
@@ -63,22 +67,28 @@ impl SharedState {
         }
     }
 
-    /// Background work until `shutdown`: the Redis fan-out subscription, or pruning expired
-    /// in-memory keys every minute so memory stays bounded (Redis expires its own).
+    /// Background work until `shutdown`: the Redis fan-out subscription, and pruning expired
+    /// in-memory keys (the store itself, or Redis's fallback) every minute so memory stays
+    /// bounded (Redis expires its own).
     pub async fn run(&self, shutdown: CancellationToken) {
-        if let Some(fanout) = &self.redis_fanout {
-            fanout.run(shutdown.clone()).await;
-        }
-        let Some(memory) = &self.memory else { return };
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let dropped = memory.prune();
-                    tracing::debug!(dropped, "pruned expired in-memory keys");
+        let prune = async {
+            let Some(memory) = &self.memory else { return };
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {
+                        let dropped = memory.prune();
+                        tracing::debug!(dropped, "pruned expired in-memory keys");
+                    }
                 }
             }
+        };
+        match &self.redis_fanout {
+            Some(fanout) => {
+                tokio::join!(fanout.run(shutdown.clone()), prune);
+            }
+            None => prune.await,
         }
     }
 }

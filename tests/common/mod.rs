@@ -25,7 +25,34 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use sha2::Sha256;
 
-pub const AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+/// The broker every test talks to; `SWITCHBOARD_TEST_AMQP_URL` points the suite at another
+/// node (e.g. a private one for the fault tests, which stop and alarm their broker).
+pub fn amqp_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// The Redis tests use; `SWITCHBOARD_TEST_REDIS_URL` overrides it.
+pub fn redis_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// The RabbitMQ node `rabbitmqctl -n` addresses; `SWITCHBOARD_TEST_RABBITMQ_NODE` overrides
+/// the default node (none: rabbitmqctl's own default).
+pub fn rabbitmq_node() -> Option<String> {
+    std::env::var("SWITCHBOARD_TEST_RABBITMQ_NODE").ok()
+}
+
+/// `rabbitmqctl` aimed at the test broker's node.
+pub fn rabbitmqctl_command() -> Command {
+    let mut command = Command::new("rabbitmqctl");
+    if let Some(node) = rabbitmq_node() {
+        command.args(["-n", &node]);
+    }
+    command
+}
+
 pub const APP_KEY: &str = "e2e-signing-key-0123456789";
 
 /// A unique name for this test's AMQP objects.
@@ -91,7 +118,7 @@ listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 
 [broker]
-url = "{AMQP_URL}"
+url = "{amqp}"
 prefix = "{p}"
 confirm_timeout_ms = 1000
 reconnect_min_ms = 100
@@ -147,6 +174,7 @@ outbound_per_second = 1000
 outbound_burst = 1000
 {extra}
 "#,
+            amqp = amqp_url(),
             spool = spool.join("spool.redb").display(),
             webhook = self.webhook_url,
             max_body = self.max_body_bytes,
@@ -357,7 +385,7 @@ pub async fn post_signed(
 }
 
 pub async fn amqp() -> Connection {
-    Connection::connect(AMQP_URL, ConnectionProperties::default())
+    Connection::connect(&amqp_url(), ConnectionProperties::default())
         .await
         .expect("test AMQP connection")
 }
@@ -489,7 +517,7 @@ pub async fn publish_reply(channel: &Channel, prefix: &str, body: &serde_json::V
 
 /// Deletes every queue and exchange a test's prefix made.
 pub async fn cleanup(prefix: &str, queues: &[String]) {
-    let Ok(conn) = Connection::connect(AMQP_URL, ConnectionProperties::default()).await else {
+    let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await else {
         return;
     };
     let Ok(channel) = conn.create_channel().await else {

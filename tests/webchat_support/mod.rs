@@ -15,7 +15,6 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::common::Daemon;
 
 pub const SITE_KEY: &str = "e2e-site-key-0123456789";
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A `[[connectors.webchat]]` table with id `site`, plus `extra` lines inside it (before
@@ -43,12 +42,16 @@ outbound_burst = 1000
 
 /// `[redis]` with keys under `prefix`.
 pub fn redis_block(prefix: &str) -> String {
-    format!("\n[redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{prefix}:\"\n")
+    format!(
+        "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{prefix}:\"\n",
+        url = crate::common::redis_url()
+    )
 }
 
 /// Deletes the Redis keys a test made under `prefix`.
 pub fn redis_cleanup(prefix: &str) {
     let Ok(out) = std::process::Command::new("redis-cli")
+        .args(["-u", &crate::common::redis_url()])
         .args(["--scan", "--pattern", &format!("{prefix}:*")])
         .output()
     else {
@@ -56,7 +59,7 @@ pub fn redis_cleanup(prefix: &str) {
     };
     for key in String::from_utf8_lossy(&out.stdout).lines() {
         let _ = std::process::Command::new("redis-cli")
-            .args(["del", key])
+            .args(["-u", &crate::common::redis_url(), "del", key])
             .output();
     }
 }

@@ -17,8 +17,6 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use switchboard_connector_wechat::crypto::{AesKey, signature};
 
-pub const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-
 /// The official account the daemon is configured with, as the MP console would show it.
 pub struct Account {
     pub id: &'static str,
@@ -86,12 +84,15 @@ api_base = "{api_base}"
 
 /// A `[redis]` table with its own key prefix.
 pub fn redis_config(key_prefix: &str) -> String {
-    format!("\n[redis]\nurl = \"{REDIS_URL}\"\nkey_prefix = \"{key_prefix}\"\n")
+    format!(
+        "\n[redis]\nurl = \"{url}\"\nkey_prefix = \"{key_prefix}\"\n",
+        url = crate::common::redis_url()
+    )
 }
 
 /// Deletes every Redis key under `key_prefix`.
 pub async fn redis_cleanup(key_prefix: &str) {
-    let Ok(client) = redis::Client::open(REDIS_URL) else {
+    let Ok(client) = redis::Client::open(crate::common::redis_url()) else {
         return;
     };
     let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
