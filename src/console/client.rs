@@ -12,12 +12,18 @@ pub struct AdminArgs {
     /// Base URL of the daemon's admin listener.
     #[arg(
         long,
+        global = true,
         env = "SWITCHBOARD_ADMIN",
         default_value = "http://127.0.0.1:9090"
     )]
     pub admin: String,
     /// Admin token (server.admin_token), sent as a bearer token.
-    #[arg(long, env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "SWITCHBOARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
 }
 

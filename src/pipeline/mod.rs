@@ -251,8 +251,10 @@ impl Pipeline {
         };
         let (pending, flagged, envelope, routed) = {
             let _in_order = self.stripe(conversation_id).lock().await;
+            // Rules are traced only while someone follows the live tail, which shows them.
+            let tapped = self.observer.get().is_some_and(|o| o.tapped());
             let decision = policy
-                .finish(&subject, &analysis, &mut facts, services, false)
+                .finish(&subject, &analysis, &mut facts, services, tapped)
                 .await;
             let flagged = policy.flag_event(&subject, &analysis, envelope_id);
             self.metrics
@@ -307,15 +309,11 @@ impl Pipeline {
                 raw: message.raw,
             };
             // The explanation costs; it is built only while someone follows the live tail.
-            let routed = self
-                .observer
-                .get()
-                .filter(|o| o.tapped())
-                .map(|_| routing::Routed {
-                    analysis: analysis.clone(),
-                    facts: facts.clone(),
-                    decision: decision.clone(),
-                });
+            let routed = tapped.then(|| routing::Routed {
+                analysis: analysis.clone(),
+                facts: facts.clone(),
+                decision: decision.clone(),
+            });
             let body = serde_json::to_string(&envelope)
                 .map_err(|e| AcceptError::Unavailable(format!("cannot encode envelope: {e}")))?;
             let outgoing = OutgoingMessage {
