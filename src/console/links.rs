@@ -7,21 +7,19 @@ use serde_json::json;
 use super::ConsoleState;
 
 pub(super) async fn links(State(state): State<ConsoleState>) -> Response {
-    let live = state.live.load();
-    let mut connectors: Vec<serde_json::Value> = live
-        .connectors
-        .values()
-        .map(|c| {
-            let (kind, id) = (c.connector.kind(), c.connector.id());
-            let key = format!("{kind}:{id}");
-            json!({
-                "kind": kind,
-                "id": id,
-                "path": format!("/{kind}/{id}"),
-                "traffic": state.observer.rates.connector(&key),
-            })
-        })
-        .collect();
+    let live = state.live.load_full();
+    let mut connectors = Vec::new();
+    for c in live.connectors.values() {
+        let (kind, id) = (c.connector.kind(), c.connector.id());
+        let key = format!("{kind}:{id}");
+        connectors.push(json!({
+            "kind": kind,
+            "id": id,
+            "path": format!("/{kind}/{id}"),
+            "traffic": state.observer.rates.connector(&key),
+            "status": c.connector.status().await,
+        }));
+    }
     connectors.sort_by_key(|c| c["path"].as_str().unwrap_or_default().to_owned());
     let broker = json!({
         "connected": state.broker.live().is_some(),

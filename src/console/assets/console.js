@@ -91,6 +91,16 @@ function bytes(n) {
   return `${(n / (1 << 20)).toFixed(1)} MiB`;
 }
 
+// A connector's own status (docs/admin-api.md), in words.
+function describeStatus(status) {
+  if (!status) return "";
+  if ("access_token" in status) {
+    const t = status.access_token;
+    return t ? `token expires in ${t.expires_in_secs} s, refresh in ${t.refresh_in_secs} s` : "no token yet";
+  }
+  return Object.entries(status).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
+}
+
 // ---- Links --------------------------------------------------------------------------------
 
 async function refreshLinks() {
@@ -99,7 +109,8 @@ async function refreshLinks() {
   body.replaceChildren(...links.connectors.map((c) => el("tr", { dataset: { path: c.path } },
     el("td", {}, c.path),
     el("td", {}, c.traffic ? ago(c.traffic.last_message_ms) : "none yet"),
-    el("td", { class: "num" }, String(c.traffic ? c.traffic.last_5_minutes : 0)))));
+    el("td", { class: "num" }, String(c.traffic ? c.traffic.last_5_minutes : 0)),
+    el("td", { class: "hint" }, describeStatus(c.status)))));
   const b = links.broker;
   const s = links.spool;
   const rows = [
