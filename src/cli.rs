@@ -6,8 +6,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::config::{self, Config};
-use crate::pipeline::routing::entities::mask_phone;
-use crate::pipeline::routing::hooks::HookResult;
+use crate::console::client::{Admin, AdminArgs, query};
+use crate::pipeline::routing::explain::explain;
 use crate::pipeline::routing::overflow::NoBacklog;
 use crate::pipeline::routing::{Policy, Routed, Subject, stickiness};
 
@@ -54,6 +54,107 @@ pub enum Command {
         /// Which payload.
         #[arg(value_enum)]
         payload: Payload,
+    },
+    /// Follow routed envelopes of the running daemon as JSON lines (its admin API).
+    Tap(TapArgs),
+    /// List, show, replay or discard dead letters through the running daemon.
+    Dead {
+        /// The admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: DeadAction,
+    },
+    /// The running daemon's spool: status, or wait until it is drained.
+    Spool {
+        /// The admin API.
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// What to do.
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
+}
+
+/// The `tap` command's arguments; every filter given must match.
+#[derive(Debug, clap::Args)]
+pub struct TapArgs {
+    /// The admin API.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Only this channel kind.
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Only envelopes an agent queue of this name receives.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Only this skill.
+    #[arg(long)]
+    pub skill: Option<String>,
+    /// Only this tier.
+    #[arg(long)]
+    pub tier: Option<String>,
+    /// Only this intent.
+    #[arg(long)]
+    pub intent: Option<String>,
+    /// Only envelopes with this flag.
+    #[arg(long)]
+    pub flag: Option<String>,
+    /// Show phone numbers unmasked (the daemon logs that it was asked).
+    #[arg(long)]
+    pub unmask: bool,
+}
+
+/// `switchboard dead ...`.
+#[derive(Debug, Subcommand)]
+pub enum DeadAction {
+    /// List dead letters (JSON).
+    List {
+        /// Only those dead-lettered for this reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one dead letter with its headers and body.
+    Show {
+        /// Its id (from `list`).
+        id: String,
+    },
+    /// Send dead letters back where they were going.
+    Replay {
+        /// One dead letter's id.
+        #[arg(conflicts_with_all = ["reason", "all"])]
+        id: Option<String>,
+        /// Every dead letter with this reason.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Send this file's content instead of the dead body (a fixed reply); with an id only.
+        #[arg(long, requires = "id")]
+        body_file: Option<PathBuf>,
+    },
+    /// Remove one dead letter for good.
+    Discard {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// `switchboard spool ...`.
+#[derive(Debug, Subcommand)]
+pub enum SpoolAction {
+    /// Depth, bytes and oldest age (JSON).
+    Status,
+    /// Wait until the daemon has drained its spool to the broker.
+    Drain {
+        /// Give up after this many seconds (exit 1).
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
 }
 
@@ -302,137 +403,106 @@ pub fn route(config: &Config, args: &RouteArgs) -> Result<String, String> {
     Ok(explain(&args.text, &routed))
 }
 
-fn hook_line<T>(name: &str, result: &HookResult<T>, show: impl Fn(&T) -> String) -> String {
-    match result {
-        HookResult::Skipped => format!("{name} not asked"),
-        HookResult::Ok { value, millis } => format!("{name} {} ({millis} ms)", show(value)),
-        HookResult::Timeout { millis } => format!("{name} timed out after {millis} ms"),
-        HookResult::Failed { error } => format!("{name} failed: {error}"),
+/// Runs `tap`: JSON lines on stdout until the daemon goes away.
+pub async fn tap(args: &TapArgs) -> Result<(), String> {
+    let admin = Admin::new(&args.admin)?;
+    let path = format!(
+        "/api/tap{}",
+        query(&[
+            ("channel", args.channel.as_deref()),
+            ("queue", args.queue.as_deref()),
+            ("skill", args.skill.as_deref()),
+            ("tier", args.tier.as_deref()),
+            ("intent", args.intent.as_deref()),
+            ("flag", args.flag.as_deref()),
+            ("unmask", args.unmask.then_some("true")),
+        ])
+    );
+    admin.follow(&path, &mut std::io::stdout().lock()).await
+}
+
+/// Runs `dead ...`; the JSON to print.
+pub async fn dead(admin: &AdminArgs, action: &DeadAction) -> Result<serde_json::Value, String> {
+    let admin = Admin::new(admin)?;
+    let encode = crate::console::client::encode;
+    match action {
+        DeadAction::List { reason, limit } => {
+            let limit = limit.to_string();
+            admin
+                .get(&format!(
+                    "/api/dead{}",
+                    query(&[("reason", reason.as_deref()), ("limit", Some(&limit))])
+                ))
+                .await
+        }
+        DeadAction::Show { id } => admin.get(&format!("/api/dead/{}", encode(id))).await,
+        DeadAction::Replay {
+            id: Some(id),
+            body_file,
+            ..
+        } => {
+            let body = match body_file {
+                Some(file) => {
+                    let text = std::fs::read_to_string(file)
+                        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                    json!({ "body": text })
+                }
+                None => json!({}),
+            };
+            admin
+                .post(&format!("/api/dead/{}/replay", encode(id)), &body)
+                .await
+        }
+        DeadAction::Replay {
+            id: None,
+            reason,
+            all,
+            ..
+        } => {
+            if reason.is_none() && !all {
+                return Err("give an id, --reason or --all".to_owned());
+            }
+            admin
+                .post("/api/dead/replay", &json!({ "reason": reason, "all": all }))
+                .await
+        }
+        DeadAction::Discard { id } => admin.delete(&format!("/api/dead/{}", encode(id))).await,
     }
 }
 
-fn explain(text: &str, routed: &Routed) -> String {
-    let (a, f, d) = (&routed.analysis, &routed.facts, &routed.decision);
-    let mut out = format!("text        {text}\n");
-    out += &format!(
-        "normalized  {}\n",
-        a.normalized.as_deref().unwrap_or("(no text)")
-    );
-    match &d.intent {
-        Some(intent) => {
-            let terms = a
-                .intent_scores
-                .iter()
-                .find(|s| s.intent == intent.name)
-                .map(|s| {
-                    let mut terms: Vec<String> =
-                        s.keywords.iter().map(|k| format!("{k:?}")).collect();
-                    terms.extend(s.regexes.iter().map(|r| format!("/{r}/")));
-                    format!(", score {}: {}", s.score, terms.join(", "))
-                })
-                .unwrap_or_default();
-            out += &format!(
-                "intent      {} {:.2} ({}{terms})\n",
-                intent.name, intent.confidence, intent.source
-            );
-        }
-        None => out += "intent      none\n",
-    }
-    for score in &a.intent_scores {
-        if d.intent.as_ref().is_some_and(|i| i.name == score.intent) {
-            continue;
-        }
-        let mut terms: Vec<String> = score.keywords.iter().map(|k| format!("{k:?}")).collect();
-        terms.extend(score.regexes.iter().map(|r| format!("/{r}/")));
-        let excluded = score
-            .excluded_by
-            .as_ref()
-            .map(|w| format!(", ruled out by {w:?}"))
-            .unwrap_or_default();
-        out += &format!(
-            "  also      {} score {} ({}){excluded}\n",
-            score.intent,
-            score.score,
-            terms.join(", ")
-        );
-    }
-    if a.entities.is_empty() {
-        out += "entities    none\n";
-    }
-    for entity in &a.entities {
-        let value = if entity.kind == "phone" {
-            mask_phone(&entity.value)
-        } else {
-            entity.value.clone()
-        };
-        let details: Vec<String> = entity
-            .details
-            .iter()
-            .map(|(k, v)| {
-                format!(
-                    "{k} {}",
-                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
-                )
-            })
-            .collect();
-        out += &format!(
-            "entity      {} {value} ({})\n",
-            entity.kind,
-            details.join(", ")
-        );
-    }
-    out += &format!(
-        "flags       {}\n",
-        if d.flags.is_empty() {
-            "none".to_owned()
-        } else {
-            d.flags.join(", ")
-        }
-    );
-    out += &format!(
-        "tier        {} (from {}){}\n",
-        d.tier,
-        d.tier_source,
-        f.tier
-            .customer_id
-            .as_ref()
-            .map(|c| format!(", customer {c}"))
-            .unwrap_or_default()
-    );
-    out += &format!(
-        "lookups     {}; {}\n",
-        hook_line("shipment", &f.shipment, |s| s.clone()),
-        hook_line("classifier", &f.classifier, |c| format!(
-            "{} {:.2}",
-            c.intent, c.confidence
-        ))
-    );
-    if let Some(sticky) = &f.sticky {
-        out += &format!(
-            "sticky      {} from {}{}\n",
-            sticky.skill,
-            sticky.rule,
-            if sticky.transferred {
-                " (transferred)"
-            } else {
-                ""
+/// Runs `spool ...`; the JSON to print.
+pub async fn spool(admin: &AdminArgs, action: &SpoolAction) -> Result<serde_json::Value, String> {
+    let admin = Admin::new(admin)?;
+    match action {
+        SpoolAction::Status => admin.get("/api/spool").await,
+        SpoolAction::Drain { timeout_secs } => {
+            // The daemon drains on its own whenever the broker is up; this waits for it.
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(*timeout_secs);
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let status = admin.get("/api/spool").await?;
+                if status["depth"] == 0 {
+                    return Ok(status);
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(format!(
+                        "spool not drained within {timeout_secs} s: {status}"
+                    ));
+                }
+                eprintln!(
+                    "spool: {} messages left, broker {}",
+                    status["depth"],
+                    if status["broker_connected"] == true {
+                        "connected"
+                    } else {
+                        "down"
+                    }
+                );
             }
-        );
+        }
     }
-    for trace in &d.tried {
-        out += &format!(
-            "rule        {:<24} {}  {}\n",
-            trace.rule,
-            if trace.matched { "MATCH" } else { "no   " },
-            trace.why
-        );
-    }
-    out += &format!(
-        "decision    rule {} -> skill {}, queue key {}, priority {}\n",
-        d.rule, d.skill, d.queue_key, d.priority
-    );
-    out += &format!("why         {}\n", d.reason);
-    out
 }
 
 /// Loads a config for the read-only commands.

@@ -17,6 +17,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::durable::{self, DurablePublisher};
 use crate::live::{LiveSet, live_connectors};
 use crate::metrics::{Metrics, OutcomeLabels};
+use crate::observe::Observer;
 use crate::outbound::{Dispatcher, OutboundNames};
 use crate::pipeline::routing::Policy;
 use crate::pipeline::{Exchanges, Pipeline, Sequences};
@@ -54,6 +55,9 @@ struct Reloader {
     request_timeout: Duration,
     /// Settings a reload cannot change, as the daemon started with them.
     restart_only: Vec<(&'static str, String)>,
+    /// What the console shows of the config.
+    console_view: Arc<ArcSwap<crate::console::View>>,
+    observer: Arc<Observer>,
 }
 
 /// Settings bound at start (listeners, broker and Redis links, names, the spool file): a
@@ -198,9 +202,34 @@ impl Reloader {
         self.pipeline
             .set_policy(Policy::from_config(&loaded.config));
         self.apply_connectors(connectors);
+        self.console_view
+            .store(Arc::new(crate::console::View::from_config(&loaded.config)));
+        know_statistics(&self.observer, &loaded.config);
         self.metrics.set_config_hash(&loaded.hash);
         Ok(loaded.hash)
     }
+}
+
+/// Makes the configured intents and tiers known to the statistics, so they read as zeros
+/// rather than missing on quiet days.
+fn know_statistics(observer: &Observer, config: &Config) {
+    observer
+        .stats
+        .know("tier", config.tiers.names.iter().cloned());
+    observer.stats.know(
+        "intent",
+        config
+            .intents
+            .iter()
+            .map(|i| i.name.clone())
+            .chain(["none".to_owned()]),
+    );
+    observer.stats.know(
+        "channel",
+        crate::registry::KINDS.iter().map(|k| (*k).to_owned()),
+    );
+    observer.stats.know("flag", ["abusive".to_owned()]);
+    observer.stats.know("total", ["messages".to_owned()]);
 }
 
 /// The instance name: configured, else the host name.
@@ -269,6 +298,14 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         Duration::from_secs(config.pipeline.dedupe_ttl_secs),
         metrics.clone(),
     ));
+    let observer = Arc::new(Observer::new(shared.kv.clone()));
+    know_statistics(&observer, config);
+    pipeline.set_observer(observer.clone());
+    let admin_token = config
+        .server
+        .resolve_admin_token()
+        .map_err(|p| DaemonError::Runtime(p.message))?
+        .map(|t| Arc::<str>::from(t.expose()));
     pipeline.set_backlog(Arc::new(
         crate::pipeline::routing::overflow::BrokerBacklog::new(broker.clone()),
     ));
@@ -277,6 +314,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| DaemonError::Runtime(format!("http client: {e}")))?;
+    let console_kv = shared.kv.clone();
     let context = ConnectorContext {
         kv: shared.kv.clone(),
         fanout: shared.fanout.clone(),
@@ -316,6 +354,9 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         connectors: Default::default(),
         router: axum::Router::new(),
     }));
+    let console_view = Arc::new(ArcSwap::from_pointee(crate::console::View::from_config(
+        config,
+    )));
     let reloader = Arc::new(Reloader {
         path: path.to_owned(),
         pipeline: pipeline.clone(),
@@ -329,6 +370,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         lock: tokio::sync::Mutex::new(()),
         request_timeout: Duration::from_secs(config.server.request_timeout_secs),
         restart_only: restart_only(config),
+        console_view: console_view.clone(),
+        observer: observer.clone(),
     });
     reloader.apply_connectors(connectors);
 
@@ -362,7 +405,8 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             instance.clone(),
             metrics.clone(),
         )
-        .with_conversations(pipeline.clone()),
+        .with_conversations(pipeline.clone())
+        .with_observer(observer.clone()),
     );
     tracker.spawn(dispatcher.run(stop_http.clone()));
     {
@@ -395,6 +439,24 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         spool: spool.clone(),
         metrics: metrics.clone(),
         reload: reload_fn,
+        console: crate::console::ConsoleState {
+            broker: broker.clone(),
+            spool: spool.clone(),
+            metrics: metrics.clone(),
+            observer: observer.clone(),
+            live: live.clone(),
+            view: console_view.clone(),
+            kv: console_kv,
+            redis: config.redis.is_some(),
+            names: crate::console::Names {
+                inbound: config.broker.inbound_exchange(),
+                outbound: config.broker.outbound(),
+                events: config.broker.events_exchange(),
+                dead: config.broker.dead(),
+            },
+            confirm_timeout,
+        },
+        token: admin_token,
     });
     let public_app = server::public_router(live.clone());
 

@@ -9,10 +9,12 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod daemon;
 pub mod durable;
 pub mod live;
 pub mod metrics;
+pub mod observe;
 pub mod outbound;
 pub mod pipeline;
 pub mod registry;

@@ -84,5 +84,43 @@ fn main() -> ExitCode {
             print!("{}", cli::schema(payload));
             ExitCode::SUCCESS
         }
+        Command::Tap(args) => admin_command("tap", async { cli::tap(&args).await.map(|()| None) }),
+        Command::Dead { admin, action } => {
+            admin_command("dead", async { cli::dead(&admin, &action).await.map(Some) })
+        }
+        Command::Spool { admin, action } => admin_command("spool", async {
+            cli::spool(&admin, &action).await.map(Some)
+        }),
+    }
+}
+
+/// Runs a command that talks to the daemon's admin API; prints its JSON, if any.
+fn admin_command(
+    name: &str,
+    command: impl std::future::Future<Output = Result<Option<serde_json::Value>, String>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("cannot start the runtime: {err}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(Some(value)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("switchboard {name}: {err}");
+            ExitCode::from(1)
+        }
     }
 }

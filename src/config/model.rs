@@ -75,8 +75,16 @@ impl Default for DaemonConfig {
 pub struct ServerConfig {
     /// Public listener for channel webhooks and sockets. Default 0.0.0.0:8080.
     pub listen: SocketAddr,
-    /// Admin listener (health, metrics, reload). Default 127.0.0.1:9090.
+    /// Admin listener (health, metrics, reload, the console and its API). Default
+    /// 127.0.0.1:9090; any other than a loopback address needs `admin_token`.
     pub admin_listen: SocketAddr,
+    /// Bearer token every admin endpoint but `/healthz` requires when set; or
+    /// `admin_token_env` / `admin_token_file`.
+    pub admin_token: Option<Secret>,
+    /// Environment variable holding the admin token.
+    pub admin_token_env: Option<String>,
+    /// File holding the admin token.
+    pub admin_token_file: Option<PathBuf>,
     /// Seconds a webhook may take before the daemon answers 503 (the handler still finishes,
     /// so the channel's retry is answered as a duplicate). Default 10.
     pub request_timeout_secs: u64,
@@ -87,6 +95,9 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            admin_token: None,
+            admin_token_env: None,
+            admin_token_file: None,
             request_timeout_secs: 10,
         }
     }

@@ -15,6 +15,7 @@ pub type Problems = Vec<(String, String)>;
 pub fn validate(config: &Config) -> Problems {
     let mut problems = Problems::new();
     daemon(&config.daemon, &mut problems);
+    admin(&config.server, &mut problems);
     broker(&config.broker, &mut problems);
     if let Some(redis) = &config.redis {
         redis_section(redis, &mut problems);
@@ -53,6 +54,33 @@ fn daemon(daemon: &DaemonConfig, problems: &mut Problems) {
             "daemon.instance_id",
             "must be letters, digits, '-', '_' or '.'",
         );
+    }
+}
+
+/// The admin API shows messages and replays them: off loopback it must not be open.
+fn admin(server: &ServerConfig, problems: &mut Problems) {
+    match server.resolve_admin_token() {
+        Ok(Some(token)) if token.expose().len() < 16 => push(
+            problems,
+            given_secret_key("server.admin_token", server),
+            "must be at least 16 characters",
+        ),
+        Ok(Some(_)) => {}
+        Ok(None) if !server.admin_listen.ip().is_loopback() => push(
+            problems,
+            "server.admin_listen",
+            "is not a loopback address: set server.admin_token (or admin_token_env / admin_token_file) so the admin API is not open",
+        ),
+        Ok(None) => {}
+        Err(problem) => push(problems, format!("server.{}", problem.key), problem.message),
+    }
+}
+
+fn given_secret_key(key: &str, server: &ServerConfig) -> String {
+    match (&server.admin_token_env, &server.admin_token_file) {
+        (Some(_), _) => format!("{key}_env"),
+        (_, Some(_)) => format!("{key}_file"),
+        _ => key.to_owned(),
     }
 }
 
@@ -933,6 +961,21 @@ impl BrokerConfig {
                     |s| s.expose().to_owned(),
                 ),
         )
+    }
+}
+
+impl ServerConfig {
+    /// The admin token, from `admin_token`, `admin_token_env` or `admin_token_file`.
+    pub fn resolve_admin_token(
+        &self,
+    ) -> Result<Option<switchboard_sdk::Secret>, switchboard_sdk::ConfigProblem> {
+        SecretRef::new(
+            "admin_token",
+            &self.admin_token,
+            &self.admin_token_env,
+            &self.admin_token_file,
+        )
+        .optional()
     }
 }
 

@@ -82,6 +82,7 @@ pub struct Dispatcher {
     instance: String,
     metrics: Arc<Metrics>,
     conversations: Option<Arc<dyn Conversations>>,
+    observer: Option<Arc<crate::observe::Observer>>,
 }
 
 /// How handling one delivery ended, for its ack.
@@ -114,7 +115,14 @@ impl Dispatcher {
             instance,
             metrics,
             conversations: None,
+            observer: None,
         }
+    }
+
+    /// Counts failed deliveries in the console's statistics.
+    pub fn with_observer(mut self, observer: Arc<crate::observe::Observer>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Lets `transfer` and `close` commands act on `conversations`; without it they are
@@ -499,6 +507,9 @@ impl Dispatcher {
         }
         event.code = code;
         event.text = Some(text);
+        if let (Some(observer), Some(reason)) = (&self.observer, &event.reason) {
+            observer.stats.record_failed(reason);
+        }
         event
     }
 
@@ -541,6 +552,9 @@ impl Dispatcher {
             })
             .inc();
         tracing::warn!(reason, error = %err, "reply dead-lettered");
+        if let Some(observer) = &self.observer {
+            observer.stats.record_failed(reason);
+        }
         let message = OutgoingMessage {
             exchange: self.names.dead.clone(),
             routing_key: format!("outbound.{reason}"),

@@ -81,6 +81,7 @@ pub struct Pipeline {
     stripes: Vec<Mutex<()>>,
     hasher: RandomState,
     backlog: std::sync::OnceLock<Arc<dyn Backlog>>,
+    observer: std::sync::OnceLock<Arc<crate::observe::Observer>>,
 }
 
 const STRIPES: usize = 256;
@@ -108,6 +109,7 @@ impl Pipeline {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
             backlog: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -115,6 +117,11 @@ impl Pipeline {
     /// overflows. Set once at start.
     pub fn set_backlog(&self, backlog: Arc<dyn Backlog>) {
         let _ = self.backlog.set(backlog);
+    }
+
+    /// Who counts and tails routed envelopes (the console). Set once at start.
+    pub fn set_observer(&self, observer: Arc<crate::observe::Observer>) {
+        let _ = self.observer.set(observer);
     }
 
     fn backlog(&self) -> &dyn Backlog {
@@ -242,10 +249,12 @@ impl Pipeline {
             kv: self.kv.as_ref(),
             backlog: self.backlog(),
         };
-        let (pending, flagged) = {
+        let (pending, flagged, envelope, routed) = {
             let _in_order = self.stripe(conversation_id).lock().await;
+            // Rules are traced only while someone follows the live tail, which shows them.
+            let tapped = self.observer.get().is_some_and(|o| o.tapped());
             let decision = policy
-                .finish(&subject, &analysis, &mut facts, services, false)
+                .finish(&subject, &analysis, &mut facts, services, tapped)
                 .await;
             let flagged = policy.flag_event(&subject, &analysis, envelope_id);
             self.metrics
@@ -299,6 +308,12 @@ impl Pipeline {
                 dedupe_key: message.dedupe_key,
                 raw: message.raw,
             };
+            // The explanation costs; it is built only while someone follows the live tail.
+            let routed = tapped.then(|| routing::Routed {
+                analysis: analysis.clone(),
+                facts: facts.clone(),
+                decision: decision.clone(),
+            });
             let body = serde_json::to_string(&envelope)
                 .map_err(|e| AcceptError::Unavailable(format!("cannot encode envelope: {e}")))?;
             let outgoing = OutgoingMessage {
@@ -321,12 +336,15 @@ impl Pipeline {
                 .enqueue(outgoing, "inbound")
                 .await
                 .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
-            (pending, flagged)
+            (pending, flagged, envelope, routed)
         };
         let outcome = pending
             .outcome()
             .await
             .map_err(|e| AcceptError::Unavailable(e.to_string()))?;
+        if let Some(observer) = self.observer.get() {
+            observer.routed(&envelope, routed.as_ref(), outcome.as_str() != "published");
+        }
         if let Some(event) = flagged {
             // The message is safe already; a flag that cannot be published is logged, not a
             // reason to make the channel send the message again.

@@ -1,4 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, `POST /reload`, and the operator
+//! console (`/console/`, `/api/...`); all but `/healthz` and the static page behind the admin
+//! token when one is set.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,16 +32,28 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// The reload action.
     pub reload: ReloadFn,
+    /// The console API's state.
+    pub console: crate::console::ConsoleState,
+    /// The bearer token, when configured.
+    pub token: crate::console::auth::AdminToken,
 }
 
 /// The admin router.
 pub fn admin_router(state: AdminState) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+    let guarded = Router::new()
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/reload", post(reload))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::console::api_router(state.console.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.token.clone(),
+            crate::console::auth::require_token,
+        ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::console::page_router())
+        .merge(guarded)
 }
 
 /// Ready while accepted messages can be made safe: broker connected, or spool with room.

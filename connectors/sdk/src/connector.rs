@@ -35,6 +35,12 @@ pub trait Connector: Send + Sync + 'static {
         let _ = shutdown;
     }
 
+    /// What the operator console shows of this connector's own state (a token's expiry, a
+    /// breaker), as a JSON object; nothing by default. Must not call out to the channel.
+    async fn status(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
     /// Sends one reply to the channel.
     async fn deliver(
         &self,

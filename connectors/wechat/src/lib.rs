@@ -185,6 +185,16 @@ impl Connector for WechatConnector {
         routes::router(self.shared.clone(), inbound)
     }
 
+    async fn status(&self) -> serde_json::Value {
+        match self.tokens().status().await {
+            Ok(Some((expires_in, refresh_in))) => serde_json::json!({
+                "access_token": {"expires_in_secs": expires_in, "refresh_in_secs": refresh_in},
+            }),
+            Ok(None) => serde_json::json!({"access_token": null}),
+            Err(err) => serde_json::json!({"access_token_error": err.to_string()}),
+        }
+    }
+
     async fn deliver(
         &self,
         reply: &Reply,

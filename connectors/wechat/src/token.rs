@@ -155,6 +155,18 @@ impl TokenSource {
         Ok(serde_json::from_slice(&bytes).ok().map(|t| (t, bytes)))
     }
 
+    /// Seconds until the shared token expires and until it is refreshed, for the console;
+    /// `None` when no token is cached. Never fetches and never shows the token.
+    pub async fn status(&self) -> Result<Option<(i64, i64)>, KvError> {
+        let now = self.clock.unix_ms();
+        Ok(self.read_shared().await?.map(|(t, _)| {
+            (
+                (t.expires_at_ms - now) / 1000,
+                (t.refresh_at_ms - now).max(0) / 1000,
+            )
+        }))
+    }
+
     /// A valid access token, fetched if none is cached or the cached one is due.
     pub async fn get(&self) -> Result<String, TokenError> {
         let mut local = self.local.lock().await;

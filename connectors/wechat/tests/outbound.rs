@@ -335,3 +335,26 @@ async fn unsendable_content_is_refused_before_the_api() {
     assert!(matches!(&err, DeliveryError::Permanent { code, .. } if code == "unsupported_content"));
     assert_eq!(fake.state.send_count(), 0);
 }
+
+#[tokio::test]
+async fn the_console_status_tells_the_token_expiry_without_fetching_or_showing_it() {
+    let fake = FakeWechat::start().await;
+    let connector = ready(&fake, "").await;
+    assert_eq!(connector.status().await, json!({"access_token": null}));
+    assert!(
+        fake.state.token_requests.lock().unwrap().is_empty(),
+        "asking the status fetches no token"
+    );
+    connector
+        .deliver(&reply("hello"), &recipient(OPENID))
+        .await
+        .unwrap();
+    let status = connector.status().await;
+    let token = &status["access_token"];
+    let (expires, refresh) = (
+        token["expires_in_secs"].as_i64().unwrap(),
+        token["refresh_in_secs"].as_i64().unwrap(),
+    );
+    assert!(expires > 0 && refresh > 0 && refresh < expires, "{status}");
+    assert!(!status.to_string().contains("token-1"), "{status}");
+}

@@ -17,6 +17,7 @@
 pub mod calendar;
 pub mod carriers;
 pub mod entities;
+pub mod explain;
 pub mod hooks;
 pub mod intents;
 pub mod lexicon;
