@@ -101,7 +101,7 @@ async fn consume(
         if let Ok(mut seen) = counters.distinct.lock() {
             seen.insert(hasher.hash_one(&id));
         }
-        if n % settings.reply_every == 0
+        if n.is_multiple_of(settings.reply_every)
             && let Some(conversation) = envelope["conversation_id"].as_str()
         {
             // The reply id follows the envelope id, so a redelivered envelope answered again
