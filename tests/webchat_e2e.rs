@@ -285,6 +285,15 @@ async fn bad_token_wrong_origin_oversize_flood_and_caps_are_refused_and_counted(
     let ready = recv(&mut ws).await;
     assert_eq!(ready["conversation_id"], "webchat:site:c-cust-42");
 
+    // A frame of no known type: a clear error, the socket stays.
+    send(&mut ws, json!({"type": "shout"})).await;
+    let error = recv(&mut ws).await;
+    assert_eq!(
+        (error["code"].as_str(), error["fatal"].as_bool()),
+        (Some("bad_frame"), Some(false)),
+        "{error}"
+    );
+
     // Oversize frame: a clear error, close 1009.
     send(&mut ws, message("big", &"x".repeat(3000))).await;
     let end = closed(&mut ws).await;
@@ -307,12 +316,47 @@ async fn bad_token_wrong_origin_oversize_flood_and_caps_are_refused_and_counted(
     let end = closed(&mut ws).await;
     assert_eq!(end.frames.last().unwrap()["code"], "flood", "{end:?}");
     assert_eq!(end.code, Some(1008));
-    // Refusals inside a socket are logged once each (the seam has no metrics handle).
-    wait_for("in-socket refusals logged", WAIT, || async {
-        let log = daemon.log_text();
-        (log.contains("reason=\"oversize\"") && log.contains("reason=\"flood\"")).then_some(())
-    })
-    .await;
+    // Refusals inside a socket have no HTTP answer; the connector counts them through
+    // the sdk's seam in the same metric.
+    let counted = |reason: &'static str| {
+        let refused = &refused;
+        async move {
+            wait_for(&format!("{reason} counted"), WAIT, || async {
+                let n = refused(reason).await;
+                (n >= 1.0).then_some(n)
+            })
+            .await
+        }
+    };
+    assert_eq!(counted("oversize").await, 1.0);
+    assert_eq!(counted("flood").await, 1.0);
+    assert_eq!(
+        counted("malformed").await,
+        1.0,
+        "the frame of an unknown type"
+    );
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn an_idle_socket_is_closed_and_counted() {
+    let prefix = unique_prefix("webchat-idle");
+    let scratch = Scratch::new(&prefix);
+    let mut setup = Setup::new(&prefix);
+    setup.extra = webchat_table("", "idle_timeout_secs = 10\nping_interval_secs = 5");
+    let daemon = start(&scratch, &setup);
+    daemon.wait_broker().await;
+
+    let (mut ws, _) = hello(&daemon, "v=1", 0, None).await;
+    let end = closed(&mut ws).await;
+    assert_eq!(end.code, Some(1001), "{end:?}");
+    let idle = daemon
+        .metric(
+            "switchboard_rejections_total",
+            "channel=\"webchat\",connector=\"site\",reason=\"idle_timeout\"",
+        )
+        .await;
+    assert_eq!(idle, 1.0, "counted before the close was sent");
     cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }
 
@@ -388,4 +432,107 @@ async fn a_visitor_on_one_instance_gets_replies_consumed_by_either() {
     assert_eq!(recv(&mut ws).await["type"], "pong");
     cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
     redis_cleanup(&prefix);
+}
+
+#[tokio::test]
+async fn a_site_token_carries_customer_and_tier_into_the_envelope_and_its_route() {
+    let prefix = unique_prefix("webchat-tier");
+    let scratch = Scratch::new(&prefix);
+    let mut setup = Setup::new(&prefix);
+    // A queue only vip customers' envelopes reach, beside the per-skill ones.
+    setup.extra = format!(
+        "{}\n[[queues]]\nname = \"{prefix}.agents.vip\"\nbindings = [\"*.vip\"]\n",
+        webchat_table("", "")
+    );
+    let daemon = start(&scratch, &setup);
+    daemon.wait_broker().await;
+    let conn = amqp().await;
+    let vip_queue = format!("{prefix}.agents.vip");
+
+    let token = switchboard_connector_webchat::make_site_token(
+        SITE_KEY,
+        &json!({
+            "sub": "cust-7", "exp": now() + 600, "name": "Li Lei",
+            "phone": "+8613800000007", "tier": "vip",
+        }),
+    );
+    let (mut ws, ready) = hello(&daemon, &format!("v=1&token={token}"), 0, None).await;
+    assert_eq!(ready["conversation_id"], "webchat:site:c-cust-7");
+    send(&mut ws, message("t-1", "where is my order?")).await;
+    assert_eq!(recv_kind(&mut ws, "ack").await["id"], "t-1");
+
+    let got = take(&conn, &vip_queue, 1, WAIT).await;
+    assert_eq!(got.len(), 1, "the envelope reached the vip queue");
+    let e = &got[0].body;
+    assert_eq!(e["conversation_id"], "webchat:site:c-cust-7");
+    assert_eq!(
+        e["sender"],
+        json!({
+            "channel_user_id": "c-cust-7", "customer_id": "cust-7", "tier": "vip",
+            "display_name": "Li Lei", "phone": "+8613800000007",
+        })
+    );
+    assert_eq!(e["route"]["tier"], "vip");
+    assert_eq!(e["route"]["queue_key"], "general.vip");
+
+    // A token naming a tier routing does not know is routed by the daemon's own lookup.
+    let token = switchboard_connector_webchat::make_site_token(
+        SITE_KEY,
+        &json!({"sub": "cust-8", "exp": now() + 600, "tier": "platinum"}),
+    );
+    let (mut ws, _) = hello(&daemon, &format!("v=1&token={token}"), 0, None).await;
+    send(&mut ws, message("t-2", "where is my order?")).await;
+    assert_eq!(recv_kind(&mut ws, "ack").await["id"], "t-2");
+    let got = take(&conn, &setup.queue("general"), 2, WAIT).await;
+    let senders: Vec<(&str, &str)> = got
+        .iter()
+        .map(|m| {
+            (
+                m.body["sender"]["customer_id"].as_str().unwrap_or(""),
+                m.body["sender"]["tier"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(senders, [("cust-7", "vip"), ("cust-8", "standard")]);
+    assert_eq!(
+        depth(&conn.create_channel().await.unwrap(), &vip_queue).await,
+        0,
+        "only the vip envelope went to the vip queue"
+    );
+    cleanup(
+        &prefix,
+        &[setup.queue("claims"), setup.queue("general"), vip_queue],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn visitor_typing_reaches_the_helpdesk_as_an_event() {
+    let prefix = unique_prefix("webchat-typing");
+    let scratch = Scratch::new(&prefix);
+    let mut setup = Setup::new(&prefix);
+    setup.extra = webchat_table("", "");
+    let daemon = start(&scratch, &setup);
+    daemon.wait_broker().await;
+    let conn = amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+    let events = events_queue(&channel, &prefix, "conversation.typing").await;
+
+    let (mut ws, ready) = hello(&daemon, "v=1", 0, None).await;
+    let conversation = ready["conversation_id"].as_str().unwrap().to_owned();
+    send(&mut ws, json!({"type": "typing", "on": true})).await;
+    send(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(recv(&mut ws).await["type"], "pong", "typing has no answer");
+
+    let got = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    let event = &got[0].body;
+    assert_eq!(got[0].routing_key, "conversation.typing");
+    assert_eq!(event["schema"], "switchboard.event.v1");
+    assert_eq!(event["kind"], "conversation.typing");
+    assert_eq!(event["conversation_id"], conversation.as_str());
+    assert_eq!(event["data"]["on"], true);
+    assert_eq!(event["data"]["channel"], "webchat");
+    assert_eq!(event["data"]["connector_id"], "site");
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }

@@ -227,6 +227,14 @@ impl Pipeline {
         let policy = self.policy.load_full();
         let started = std::time::Instant::now();
         let received_at = OffsetDateTime::now_utc();
+        // A channel's vouched-for tier wins over lookup, but only a tier routing knows.
+        let channel_tier = message.tier.as_deref().filter(|tier| {
+            let known = policy.knows_tier(tier);
+            if !known {
+                tracing::warn!(channel = %channel.kind, connector = %channel.connector_id, tier, "tier from the channel is not in tiers.names, looking it up instead");
+            }
+            known
+        });
         let subject = Subject {
             channel: &channel.kind,
             connector: &channel.connector_id,
@@ -234,7 +242,7 @@ impl Pipeline {
             user: &message.channel_user_id,
             customer_id: message.customer_id.as_deref(),
             phone: message.phone.as_deref(),
-            tier_override: None,
+            tier_override: channel_tier,
             text: message.content.searchable_text(),
             skill_hint: match &message.content {
                 Content::Call { data, .. } => data.get("skill").and_then(|s| s.as_str()),
@@ -552,5 +560,16 @@ impl InboundSink for Pipeline {
             .await
             .map(|_| ())
             .map_err(|e| AcceptError::Unavailable(e.to_string()))
+    }
+
+    fn refused(&self, channel: &ChannelRef, reason: switchboard_sdk::RejectReason) {
+        self.metrics
+            .rejections
+            .get_or_create(&crate::metrics::ConnectorReasonLabels {
+                channel: channel.kind.clone(),
+                connector: channel.connector_id.clone(),
+                reason: reason.as_str().to_owned(),
+            })
+            .inc();
     }
 }

@@ -243,6 +243,7 @@ pub(crate) fn parse_message(body: &[u8], keep_raw: bool) -> Result<InboundMessag
         display_name,
         phone,
         customer_id,
+        tier: None,
         content,
         dedupe_key: wire.message_id,
         raw,

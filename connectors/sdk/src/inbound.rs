@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::content::Content;
 use crate::envelope::ChannelRef;
 use crate::event::Event;
+use crate::webhook::RejectReason;
 
 /// A channel-neutral message, as a connector parsed it.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,10 @@ pub struct InboundMessage {
     pub phone: Option<String>,
     /// Customer id, if the channel already knows it (an app backend does).
     pub customer_id: Option<String>,
+    /// The customer's tier, when a party the channel trusts vouches for it (a site token
+    /// signed by the site's backend). The pipeline uses it instead of its own lookup when
+    /// it names a tier in `tiers.names`.
+    pub tier: Option<String>,
     /// What the message says.
     pub content: Content,
     /// The channel's idea of "the same message again" (a message id, or a hash of the
@@ -42,6 +47,7 @@ impl InboundMessage {
             display_name: None,
             phone: None,
             customer_id: None,
+            tier: None,
             content,
             dedupe_key: dedupe_key.into(),
             raw: None,
@@ -86,6 +92,13 @@ pub trait InboundSink: Send + Sync + 'static {
     /// guarantee as `accept`: confirmed or spooled before it returns `Ok`. For what is not a
     /// conversation message: delivery receipts, location reports, job results, call events.
     async fn report(&self, channel: &ChannelRef, event: Event) -> Result<(), AcceptError>;
+
+    /// Counts a refusal that no HTTP answer carries (inside a WebSocket: an oversize frame,
+    /// a flood, an idle timeout), in the same metric as refused requests. Refused requests
+    /// need not come here: their [`crate::Rejection`] is counted by the daemon.
+    fn refused(&self, channel: &ChannelRef, reason: RejectReason) {
+        let _ = (channel, reason);
+    }
 }
 
 /// The handle a connector's routes get: accepts messages on behalf of that connector.
@@ -109,6 +122,11 @@ impl Inbound {
     /// Hands `message` to the pipeline. Answer the channel only after this returns `Ok`.
     pub async fn accept(&self, message: InboundMessage) -> Result<Accepted, AcceptError> {
         self.sink.accept(&self.channel, message).await
+    }
+
+    /// Counts a refusal on behalf of this channel; see [`InboundSink::refused`].
+    pub fn refused(&self, reason: RejectReason) {
+        self.sink.refused(&self.channel, reason);
     }
 
     /// Publishes an event on behalf of this channel; see [`InboundSink::report`].

@@ -33,6 +33,7 @@ pub struct RecordingSink {
     accepted: Mutex<Vec<(ChannelRef, InboundMessage)>>,
     reported: Mutex<Vec<(ChannelRef, Event)>>,
     refuse_with: Mutex<Option<AcceptError>>,
+    refused: Mutex<Vec<RejectReason>>,
 }
 
 impl RecordingSink {
@@ -44,6 +45,11 @@ impl RecordingSink {
     /// Every event reported so far.
     pub fn reported(&self) -> Vec<(ChannelRef, Event)> {
         self.reported.lock().unwrap().clone()
+    }
+
+    /// Every refusal counted through [`InboundSink::refused`] so far.
+    pub fn refusals(&self) -> Vec<RejectReason> {
+        self.refused.lock().unwrap().clone()
     }
 
     /// Everything accepted so far.
@@ -76,6 +82,10 @@ impl InboundSink for RecordingSink {
         }
         self.reported.lock().unwrap().push((channel.clone(), event));
         Ok(())
+    }
+
+    fn refused(&self, _channel: &ChannelRef, reason: RejectReason) {
+        self.refused.lock().unwrap().push(reason);
     }
 }
 

@@ -25,6 +25,10 @@ pub enum RejectReason {
     RateLimited,
     /// Could not be made safe right now (503); the channel should retry.
     Unavailable,
+    /// A long-lived connection sent frames faster than allowed and was closed (429).
+    Flood,
+    /// A long-lived connection was silent too long and was closed (408).
+    IdleTimeout,
 }
 
 impl RejectReason {
@@ -37,6 +41,8 @@ impl RejectReason {
             RejectReason::Oversize => "oversize",
             RejectReason::RateLimited => "rate_limited",
             RejectReason::Unavailable => "unavailable",
+            RejectReason::Flood => "flood",
+            RejectReason::IdleTimeout => "idle_timeout",
         }
     }
 
@@ -46,7 +52,8 @@ impl RejectReason {
             RejectReason::BadSignature | RejectReason::StaleTimestamp => StatusCode::FORBIDDEN,
             RejectReason::Malformed => StatusCode::BAD_REQUEST,
             RejectReason::Oversize => StatusCode::PAYLOAD_TOO_LARGE,
-            RejectReason::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            RejectReason::RateLimited | RejectReason::Flood => StatusCode::TOO_MANY_REQUESTS,
+            RejectReason::IdleTimeout => StatusCode::REQUEST_TIMEOUT,
             RejectReason::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

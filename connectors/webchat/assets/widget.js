@@ -446,8 +446,23 @@
     var text = input.value.trim();
     if (!text) return;
     input.value = "";
+    stopTyping();
     queue({ type: "text", text: text });
     input.focus();
+  });
+  // Tells the agent the visitor is typing: a start, a repeat every 2 s while keys keep
+  // coming (the server forwards at most one every 3 s), a stop after 4 s without a key.
+  var typingSince = 0, typingStop = null;
+  function stopTyping() {
+    if (typingStop) { clearTimeout(typingStop); typingStop = null; }
+    if (typingSince) { typingSince = 0; send({ type: "typing", on: false }); }
+  }
+  input.addEventListener("input", function () {
+    if (!input.value.trim()) { stopTyping(); return; }
+    var now = Date.now();
+    if (now - typingSince >= 2000 && send({ type: "typing", on: true })) typingSince = now;
+    if (typingStop) clearTimeout(typingStop);
+    typingStop = setTimeout(stopTyping, 4000);
   });
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {

@@ -4,7 +4,8 @@
 //! A refused handshake still completes the upgrade and then sends an `error` frame and a
 //! close code, because a browser's WebSocket cannot read an HTTP refusal; the response
 //! carries the sdk's `RejectedBecause` so the daemon counts and logs it like any refused
-//! request. Refusals later in a socket's life (flood, oversize frame) are counted here.
+//! request. Refusals later in a socket's life (flood, oversize frame, idle) are counted here
+//! for the minute log and in the daemon's rejection metric through `Inbound::refused`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
@@ -213,7 +214,12 @@ struct Conn {
     epoch: Option<Arc<str>>,
     /// Highest sequence number sent on this socket.
     last_sent: u64,
+    /// The last typing state forwarded to the helpdesk, and when.
+    typing: Option<(Instant, bool)>,
 }
+
+/// A visitor who keeps typing is reported again this often, not at every keystroke frame.
+const TYPING_REPEAT: Duration = Duration::from_secs(3);
 
 /// The handler of `GET /ws`.
 pub(crate) async fn upgrade(
@@ -329,6 +335,7 @@ fn handshake(
         limiter: RateLimiter::direct(Quota::per_second(per_second).allow_burst(burst)),
         epoch: None,
         last_sent: 0,
+        typing: None,
     })
 }
 
@@ -473,6 +480,7 @@ async fn greet(socket: &mut WebSocket, conn: &mut Conn) -> Result<(), Option<End
             }
             Err(detail) => {
                 shared.refusals.malformed.fetch_add(1, Ordering::Relaxed);
+                conn.state.inbound.refused(RejectReason::Malformed);
                 let _ = send_error(socket, "bad_frame", &detail, None, None, true).await;
                 return Err(Some(Ending {
                     close: close::PROTOCOL,
@@ -572,6 +580,7 @@ async fn converse(socket: &mut WebSocket, conn: &mut Conn) -> Option<Ending> {
         tokio::select! {
             () = &mut sleep => {
                 shared.refusals.idle.fetch_add(1, Ordering::Relaxed);
+                conn.state.inbound.refused(RejectReason::IdleTimeout);
                 return Some(Ending { close: close::GOING_AWAY, reason: "idle" });
             }
             item = mailbox.next() => {
@@ -585,8 +594,14 @@ async fn converse(socket: &mut WebSocket, conn: &mut Conn) -> Option<Ending> {
             }
             message = socket.recv() => {
                 let message = match message {
-                    None | Some(Err(_)) => {
-                        // tungstenite's own size limit ends the stream with an error; say why.
+                    None => return None,
+                    Some(Err(err)) => {
+                        // tungstenite ends the stream on a frame over its own limit (twice
+                        // ours) before we could answer; it is still a refused frame.
+                        if is_capacity_error(&err) {
+                            shared.refusals.oversize.fetch_add(1, Ordering::Relaxed);
+                            conn.state.inbound.refused(RejectReason::Oversize);
+                        }
                         return None;
                     }
                     Some(Ok(message)) => message,
@@ -594,6 +609,7 @@ async fn converse(socket: &mut WebSocket, conn: &mut Conn) -> Option<Ending> {
                 sleep.as_mut().reset(Instant::now() + idle);
                 if conn.limiter.check().is_err() {
                     shared.refusals.flood.fetch_add(1, Ordering::Relaxed);
+                    conn.state.inbound.refused(RejectReason::Flood);
                     tracing::info!(connector = %shared.settings.id, reason = "flood", "web chat socket closed");
                     let _ = send_error(socket, "flood", "too many frames, slow down", None, Some(5000), true).await;
                     return Some(Ending { close: close::POLICY, reason: "flood" });
@@ -604,6 +620,7 @@ async fn converse(socket: &mut WebSocket, conn: &mut Conn) -> Option<Ending> {
                     Message::Ping(_) | Message::Pong(_) => continue,
                     Message::Binary(_) => {
                         shared.refusals.malformed.fetch_add(1, Ordering::Relaxed);
+                        conn.state.inbound.refused(RejectReason::Malformed);
                         if send_error(socket, "bad_frame", "frames are JSON text", None, None, false).await.is_err() {
                             return None;
                         }
@@ -612,6 +629,7 @@ async fn converse(socket: &mut WebSocket, conn: &mut Conn) -> Option<Ending> {
                 };
                 if text.len() > max_frame {
                     shared.refusals.oversize.fetch_add(1, Ordering::Relaxed);
+                    conn.state.inbound.refused(RejectReason::Oversize);
                     tracing::info!(connector = %shared.settings.id, reason = "oversize", bytes = text.len(), "web chat socket closed");
                     let message = format!("frame is {} bytes, the limit is {max_frame}", text.len());
                     let _ = send_error(socket, "too_big", &message, None, None, true).await;
@@ -703,6 +721,12 @@ async fn resync(socket: &mut WebSocket) -> Option<Ending> {
     })
 }
 
+/// Whether a read failed because the frame was over tungstenite's size limit (its
+/// `Error::Capacity`, which axum hands on only as a boxed error with its message).
+fn is_capacity_error(err: &axum::Error) -> bool {
+    err.to_string().contains("Space limit exceeded")
+}
+
 async fn handle_frame(
     socket: &mut WebSocket,
     conn: &mut Conn,
@@ -713,6 +737,7 @@ async fn handle_frame(
         Ok(frame) => frame,
         Err(detail) => {
             shared.refusals.malformed.fetch_add(1, Ordering::Relaxed);
+            conn.state.inbound.refused(RejectReason::Malformed);
             return send_error(socket, "bad_frame", &detail, None, None, false)
                 .await
                 .map_err(|_| None);
@@ -729,7 +754,10 @@ async fn handle_frame(
         )
         .await
         .map_err(|_| None),
-        ClientFrame::Typing { .. } => Ok(()),
+        ClientFrame::Typing { on } => {
+            forward_typing(conn, on);
+            Ok(())
+        }
         ClientFrame::Ping {} => {
             refresh_presence(&shared, &conn.identity).await;
             send_text(socket, ServerFrame::Pong {}.to_text())
@@ -749,6 +777,11 @@ async fn handle_frame(
                 .then(|| serde_json::from_str::<Value>(text.as_str()).unwrap_or(Value::Null));
             let outcome =
                 accept_message(&conn.state, &conn.identity, conn.ip, &id, content, raw).await;
+            if let Err(refused) = &outcome {
+                // POST /messages answers these with a Rejection the daemon counts; a socket
+                // has only its error frame.
+                conn.state.inbound.refused(refused.reason);
+            }
             let frame = match &outcome {
                 Ok((envelope_id, duplicate)) => ServerFrame::Ack {
                     id: &id,
@@ -879,6 +912,8 @@ pub(crate) async fn accept_message(
         display_name: identity.display_name.clone(),
         phone: identity.phone.clone(),
         customer_id: identity.customer_id.clone(),
+        // Only a site token carries a tier, and only the site's backend can sign one.
+        tier: identity.tier.clone().filter(|_| identity.verified),
         content,
         dedupe_key: id.to_owned(),
         raw: (!raw.is_empty()).then_some(Value::Object(raw)),
@@ -901,6 +936,30 @@ pub(crate) async fn accept_message(
             })
         }
     }
+}
+
+/// Reports `conversation.typing` when the visitor starts or stops typing, and again every
+/// [`TYPING_REPEAT`] while they keep on. Published off the socket's loop: the broker
+/// confirm is not worth holding the visitor's frames for, and a lost one is soon repeated.
+fn forward_typing(conn: &mut Conn, on: bool) {
+    let now = Instant::now();
+    let due = match conn.typing {
+        Some((at, was)) => was != on || (on && now.duration_since(at) >= TYPING_REPEAT),
+        None => on,
+    };
+    if !due {
+        return;
+    }
+    conn.typing = Some((now, on));
+    let mut event = Event::new("conversation.typing");
+    event.conversation_id = Some(conn.state.shared.conversation_id(&conn.identity.user));
+    event.data.insert("on".to_owned(), json!(on));
+    let inbound = conn.state.inbound.clone();
+    tokio::spawn(async move {
+        if let Err(err) = inbound.report(event).await {
+            tracing::debug!(error = %err, "web chat typing not reported");
+        }
+    });
 }
 
 /// Reports `delivery.read` for the agent messages newly shown up to `seq`.

@@ -601,6 +601,24 @@ async fn oversize_frames_floods_and_garbage_are_answered() {
         0,
         "nothing of this reached the pipeline"
     );
+    // No HTTP answer carries these: each is counted through the sink, before the close.
+    assert_eq!(
+        server.sink.refusals(),
+        [
+            RejectReason::Malformed,
+            RejectReason::Malformed,
+            RejectReason::Oversize,
+            RejectReason::Flood
+        ]
+    );
+    // The typing frames before the flood reached the helpdesk as an event.
+    wait_until("typing reported", || async {
+        !server.sink.reported().is_empty()
+    })
+    .await;
+    let reported = server.sink.reported();
+    assert_eq!(reported[0].1.kind, "conversation.typing");
+    assert_eq!(reported[0].1.data["on"], true);
 }
 
 // ---- two instances ------------------------------------------------------------------------

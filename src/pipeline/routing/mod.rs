@@ -504,6 +504,11 @@ impl Policy {
         (&self.lexicon, &self.intents, &self.extractor)
     }
 
+    /// Whether `tier` is one of `tiers.names`.
+    pub fn knows_tier(&self, tier: &str) -> bool {
+        self.tiers.names.iter().any(|name| name == tier)
+    }
+
     /// Normalization, intents, entities and abusive words of `text`.
     pub fn analyze(&self, text: Option<&str>) -> Analysis {
         let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
