@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod pipeline;
 pub mod registry;
+pub mod request_id;
 pub mod server;
 pub mod spool;
 pub mod store;
