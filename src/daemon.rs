@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use axum::serve::ListenerExt;
 use switchboard_sdk::{Connector, ConnectorContext, InboundSink};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -21,6 +22,7 @@ use crate::observe::Observer;
 use crate::outbound::{Dispatcher, OutboundNames};
 use crate::pipeline::routing::Policy;
 use crate::pipeline::{Exchanges, Pipeline, Sequences};
+use crate::server::tls::{Certificates, TlsListener};
 use crate::server::{self, AdminState, ReloadFn};
 use crate::spool::LocalStore;
 use crate::store::SharedState;
@@ -58,6 +60,8 @@ struct Reloader {
     /// What the console shows of the config.
     console_view: Arc<ArcSwap<crate::console::View>>,
     observer: Arc<Observer>,
+    /// The public listener's certificate, re-read on every reload.
+    certificates: Option<Arc<Certificates>>,
 }
 
 /// Settings bound at start (listeners, broker and Redis links, names, the spool file): a
@@ -65,6 +69,7 @@ struct Reloader {
 fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("server.listen", config.server.listen.to_string()),
+        ("server.tls", format!("{:?}", config.server.tls)),
         (
             "server.admin_listen",
             config.server.admin_listen.to_string(),
@@ -187,6 +192,9 @@ impl Reloader {
                 changed.join(", ")
             ));
         }
+        if let Some(certificates) = &self.certificates {
+            certificates.reload().map_err(|e| e.to_string())?;
+        }
         let connectors = loaded
             .config
             .connectors
@@ -199,6 +207,12 @@ impl Reloader {
             ))
             .await
             .map_err(|e| format!("cannot declare the new topology: {e}"))?;
+        let signer = loaded
+            .config
+            .broker
+            .signer()
+            .map_err(|p| format!("broker.signing.{}: {}", p.key, p.message))?;
+        self.broker.set_signer(signer);
         self.pipeline
             .set_policy(Policy::from_config(&loaded.config));
         self.apply_connectors(connectors);
@@ -267,10 +281,15 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         .broker
         .resolve_url()
         .map_err(|p| DaemonError::Runtime(p.message))?;
+    let signer = config
+        .broker
+        .signer()
+        .map_err(|p| DaemonError::Runtime(p.message))?;
     let broker = Broker::new(
         broker_url,
         config.broker.clone(),
         Topology::from_config(&config.broker, &config.queues),
+        signer,
         &instance,
         metrics.clone(),
     );
@@ -341,6 +360,13 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     let public_addr = public
         .local_addr()
         .map_err(|e| DaemonError::Runtime(e.to_string()))?;
+    let certificates = match &config.server.tls {
+        Some(tls) => Some(
+            Certificates::load(&tls.cert_file, &tls.key_file)
+                .map_err(|e| DaemonError::Runtime(e.to_string()))?,
+        ),
+        None => None,
+    };
     let admin_addr = admin
         .local_addr()
         .map_err(|e| DaemonError::Runtime(e.to_string()))?;
@@ -372,6 +398,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         restart_only: restart_only(config),
         console_view: console_view.clone(),
         observer: observer.clone(),
+        certificates: certificates.clone(),
     });
     reloader.apply_connectors(connectors);
 
@@ -465,9 +492,17 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         tokio::spawn(async move {
             // Connectors see the peer address (per-IP limits of web chat) as ConnectInfo.
             let app = public_app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(public, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
+            let stop = async move { token.cancelled().await };
+            match certificates {
+                // tap_io: the wrapper axum gives ConnectInfo<SocketAddr> for any listener.
+                Some(certificates) => {
+                    let listener = TlsListener::new(public, certificates)?.tap_io(|_| {});
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                None => axum::serve(public, app).with_graceful_shutdown(stop).await,
+            }
         })
     };
     let admin_server = {

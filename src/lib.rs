@@ -18,6 +18,7 @@ pub mod observe;
 pub mod outbound;
 pub mod pipeline;
 pub mod registry;
+pub mod request_id;
 pub mod server;
 pub mod spool;
 pub mod store;

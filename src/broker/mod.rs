@@ -2,11 +2,14 @@
 //! reconnects with capped jittered backoff, and lends the live connection to publishers and
 //! consumers through a watch channel.
 
+pub mod signing;
 mod supervisor;
 pub mod topic;
 mod topology;
 
 use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use std::time::Duration;
 
 use lapin::PublisherConfirm;
@@ -15,6 +18,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::watch;
 
+pub use signing::{EnvelopeSigner, SigningKey};
 pub use supervisor::Broker;
 pub use topology::Topology;
 
@@ -54,6 +58,8 @@ pub struct LiveLink {
     pub publisher: Channel,
     /// Increases with every new connection.
     pub generation: u64,
+    /// Signs every publish when `[broker.signing]` is configured; swapped on reload.
+    pub signer: Arc<ArcSwapOption<EnvelopeSigner>>,
 }
 
 /// A publish the broker did not take.
@@ -86,6 +92,11 @@ impl LiveLink {
                 name.as_str().into(),
                 AMQPValue::LongString(value.as_str().into()),
             );
+        }
+        if let Some(signer) = self.signer.load().as_ref() {
+            for (name, value) in signer.headers(message.body.as_bytes()) {
+                headers.insert(name.into(), AMQPValue::LongString(value.into()));
+            }
         }
         let mut properties = BasicProperties::default()
             .with_delivery_mode(2)

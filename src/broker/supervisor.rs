@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
@@ -12,7 +12,7 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{Link, LiveLink, Topology};
+use super::{EnvelopeSigner, Link, LiveLink, Topology};
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
 
@@ -26,6 +26,7 @@ struct Inner {
     url: String,
     config: BrokerConfig,
     topology: ArcSwap<Topology>,
+    signer: Arc<ArcSwapOption<EnvelopeSigner>>,
     connection_name: String,
     link: watch::Sender<Link>,
     generation: AtomicU64,
@@ -38,6 +39,7 @@ impl Broker {
         url: String,
         config: BrokerConfig,
         topology: Topology,
+        signer: Option<EnvelopeSigner>,
         instance: &str,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -47,6 +49,7 @@ impl Broker {
                 url,
                 config,
                 topology: ArcSwap::from_pointee(topology),
+                signer: Arc::new(ArcSwapOption::from(signer.map(Arc::new))),
                 connection_name: format!("switchboard@{instance}"),
                 link,
                 generation: AtomicU64::new(0),
@@ -90,6 +93,11 @@ impl Broker {
         }
         self.inner.topology.store(Arc::new(topology));
         Ok(())
+    }
+
+    /// Replaces the envelope signer (after a reload); the next publish uses it.
+    pub fn set_signer(&self, signer: Option<EnvelopeSigner>) {
+        self.inner.signer.store(signer.map(Arc::new));
     }
 
     /// Marks the current link as broken (a publish failed on it) so the supervisor replaces
@@ -191,6 +199,7 @@ impl Broker {
             connection,
             publisher,
             generation,
+            signer: self.inner.signer.clone(),
         }))
     }
 

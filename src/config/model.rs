@@ -88,6 +88,18 @@ pub struct ServerConfig {
     /// Seconds a webhook may take before the daemon answers 503 (the handler still finishes,
     /// so the channel's retry is answered as a duplicate). Default 10.
     pub request_timeout_secs: u64,
+    /// TLS on the public listener; plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the public listener's certificate, re-read on reload (SIGHUP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -99,6 +111,7 @@ impl Default for ServerConfig {
             admin_token_env: None,
             admin_token_file: None,
             request_timeout_secs: 10,
+            tls: None,
         }
     }
 }
@@ -126,6 +139,41 @@ pub struct BrokerConfig {
     pub stable_after_secs: u64,
     /// AMQP heartbeat in seconds. Default 15.
     pub heartbeat_secs: u16,
+    /// HMAC signatures on every published message; none when absent.
+    pub signing: Option<SigningConfig>,
+}
+
+/// `[broker.signing]`: the key every published message is signed with, and the previous
+/// keys still signed with during a rotation. Reloadable (SIGHUP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The current key's id, sent in `x-switchboard-key-id`.
+    pub key_id: String,
+    /// The current key (or `key_env` / `key_file`); at least 32 bytes.
+    pub key: Option<Secret>,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+    /// File holding the key.
+    pub key_file: Option<PathBuf>,
+    /// Keys being retired: messages carry their signatures too, so helpdesks not yet given
+    /// the current key keep verifying.
+    #[serde(default)]
+    pub previous: Vec<PreviousSigningKey>,
+}
+
+/// `[[broker.signing.previous]]`: a key being retired.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviousSigningKey {
+    /// Its id.
+    pub key_id: String,
+    /// The key (or `key_env` / `key_file`).
+    pub key: Option<Secret>,
+    /// Environment variable holding the key.
+    pub key_env: Option<String>,
+    /// File holding the key.
+    pub key_file: Option<PathBuf>,
 }
 
 impl Default for BrokerConfig {
@@ -140,6 +188,7 @@ impl Default for BrokerConfig {
             reconnect_max_ms: 30_000,
             stable_after_secs: 30,
             heartbeat_secs: 15,
+            signing: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use switchboard_sdk::SecretRef;
 
 use super::model::*;
 use crate::broker::topic;
+use crate::broker::{EnvelopeSigner, SigningKey};
 
 /// `(key path, message)` pairs.
 pub type Problems = Vec<(String, String)>;
@@ -17,6 +18,9 @@ pub fn validate(config: &Config) -> Problems {
     daemon(&config.daemon, &mut problems);
     admin(&config.server, &mut problems);
     broker(&config.broker, &mut problems);
+    if let Some(tls) = &config.server.tls {
+        server_tls(tls, &mut problems);
+    }
     if let Some(redis) = &config.redis {
         redis_section(redis, &mut problems);
     }
@@ -84,7 +88,16 @@ fn given_secret_key(key: &str, server: &ServerConfig) -> String {
     }
 }
 
+fn server_tls(tls: &TlsConfig, problems: &mut Problems) {
+    if let Err(err) = crate::server::tls::Certificates::load(&tls.cert_file, &tls.key_file) {
+        push(problems, "server.tls", err.to_string());
+    }
+}
+
 fn broker(broker: &BrokerConfig, problems: &mut Problems) {
+    if let Some(signing) = &broker.signing {
+        signing_keys(signing, problems);
+    }
     match broker.resolve_url() {
         Ok(url) => {
             if !(url.starts_with("amqp://") || url.starts_with("amqps://")) {
@@ -950,7 +963,81 @@ fn join(items: &BTreeSet<&str>) -> String {
     items.iter().copied().collect::<Vec<_>>().join(", ")
 }
 
+/// Shortest envelope signing key, bytes: HMAC-SHA256's own output size.
+pub const MIN_ENVELOPE_KEY_BYTES: usize = 32;
+
+fn signing_keys(signing: &SigningConfig, problems: &mut Problems) {
+    let mut ids = BTreeSet::new();
+    let keys = std::iter::once((
+        "broker.signing".to_owned(),
+        &signing.key_id,
+        SecretRef::new("key", &signing.key, &signing.key_env, &signing.key_file),
+    ))
+    .chain(signing.previous.iter().enumerate().map(|(i, p)| {
+        (
+            format!("broker.signing.previous[{i}]"),
+            &p.key_id,
+            SecretRef::new("key", &p.key, &p.key_env, &p.key_file),
+        )
+    }));
+    for (section, id, key) in keys {
+        // Ids are listed as `id=signature,...` in one header.
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        {
+            push(
+                problems,
+                format!("{section}.key_id"),
+                "must be letters, digits, '-', '_', '.' or ':'",
+            );
+        } else if !ids.insert(id.as_str()) {
+            push(problems, format!("{section}.key_id"), "used by another key");
+        }
+        match key.required() {
+            Ok(secret) if secret.expose().len() < MIN_ENVELOPE_KEY_BYTES => push(
+                problems,
+                format!("{section}.key"),
+                format!("must be at least {MIN_ENVELOPE_KEY_BYTES} bytes"),
+            ),
+            Ok(_) => {}
+            Err(problem) => push(
+                problems,
+                format!("{section}.{}", problem.key),
+                problem.message,
+            ),
+        }
+    }
+}
+
+impl SigningConfig {
+    /// The signer these keys make.
+    pub fn signer(&self) -> Result<EnvelopeSigner, switchboard_sdk::ConfigProblem> {
+        let current = SigningKey {
+            id: self.key_id.clone(),
+            key: SecretRef::new("key", &self.key, &self.key_env, &self.key_file).required()?,
+        };
+        let previous = self
+            .previous
+            .iter()
+            .map(|p| {
+                Ok(SigningKey {
+                    id: p.key_id.clone(),
+                    key: SecretRef::new("key", &p.key, &p.key_env, &p.key_file).required()?,
+                })
+            })
+            .collect::<Result<_, switchboard_sdk::ConfigProblem>>()?;
+        Ok(EnvelopeSigner::new(current, previous))
+    }
+}
+
 impl BrokerConfig {
+    /// The envelope signer, when `[broker.signing]` is configured.
+    pub fn signer(&self) -> Result<Option<EnvelopeSigner>, switchboard_sdk::ConfigProblem> {
+        self.signing.as_ref().map(SigningConfig::signer).transpose()
+    }
+
     /// The AMQP URL, from `url`, `url_env` or `url_file`; the local default when none.
     pub fn resolve_url(&self) -> Result<String, switchboard_sdk::ConfigProblem> {
         Ok(

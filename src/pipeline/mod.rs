@@ -27,6 +27,7 @@ use tokio::sync::Mutex;
 use crate::broker::OutgoingMessage;
 use crate::durable::DurablePublisher;
 use crate::metrics::Metrics;
+use crate::request_id::{self, RequestId};
 use crate::spool::LocalStore;
 use routing::overflow::{Backlog, NoBacklog};
 use routing::{Policy, Services, Subject, TransferError};
@@ -287,6 +288,7 @@ impl Pipeline {
             let customer_id = message
                 .customer_id
                 .or_else(|| facts.tier.customer_id.clone());
+            let request_id = RequestId::current();
             let envelope = Envelope {
                 schema: ENVELOPE_SCHEMA.to_owned(),
                 id: envelope_id.to_owned(),
@@ -315,6 +317,7 @@ impl Pipeline {
                 },
                 dedupe_key: message.dedupe_key,
                 raw: message.raw,
+                request_id: request_id.as_ref().map(|id| id.as_str().to_owned()),
             };
             // The explanation costs; it is built only while someone follows the live tail.
             let routed = tapped.then(|| routing::Routed {
@@ -335,7 +338,14 @@ impl Pipeline {
                     ("x-connector-id".into(), channel.connector_id.clone()),
                     ("x-conversation-id".into(), conversation_id.to_owned()),
                     ("x-sequence".into(), sequence.to_string()),
-                ],
+                ]
+                .into_iter()
+                .chain(
+                    request_id
+                        .as_ref()
+                        .map(|id| (request_id::HEADER.to_owned(), id.as_str().to_owned())),
+                )
+                .collect(),
                 body,
                 mandatory: true,
             };

@@ -13,8 +13,10 @@ use axum::response::{IntoResponse, Response};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use switchboard_sdk::webhook::RejectedBecause;
 use switchboard_sdk::{ChannelRef, ConnectorLimits, RejectReason, Rejection};
+use tracing::Instrument;
 
 use crate::metrics::{ConnectorLabels, ConnectorReasonLabels, Metrics};
+use crate::request_id::RequestId;
 
 /// One connector's gate.
 pub struct Gate {
@@ -93,7 +95,16 @@ pub async fn gate(State(gate): State<Arc<Gate>>, request: Request<Body>, next: N
     // The handler runs on its own task: when it overruns, the channel hears "retry later"
     // while the handler still finishes and records its outcome, so the retry is answered
     // from the dedupe record instead of publishing twice.
-    let handler = tokio::spawn(next.run(request));
+    // The spawned task keeps the request's id and span.
+    let id = request
+        .extensions()
+        .get::<RequestId>()
+        .cloned()
+        .unwrap_or_else(RequestId::generate);
+    let handler = tokio::spawn(
+        id.scope(next.run(request))
+            .instrument(tracing::Span::current()),
+    );
     let response = match tokio::time::timeout(gate.request_timeout, handler).await {
         Ok(Ok(response)) => response,
         Ok(Err(join)) => {

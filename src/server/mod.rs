@@ -3,6 +3,7 @@
 
 mod admin;
 mod gate;
+pub mod tls;
 
 use std::sync::Arc;
 
@@ -14,11 +15,13 @@ use axum::http::Request;
 use axum::response::Response;
 use switchboard_sdk::{ChannelRef, Connector, Inbound, InboundSink};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 pub use admin::{AdminState, ReloadFn, admin_router};
 
 use crate::live::LiveSet;
 use crate::metrics::Metrics;
+use crate::request_id::{self, RequestId};
 
 /// Mounts each connector's routes under `/{kind}/{id}`, behind its gate (request counting,
 /// connector rate limit, body limit, rejection accounting).
@@ -57,13 +60,21 @@ pub fn public_router(live: Arc<ArcSwap<LiveSet>>) -> Router {
     Router::new().fallback(move |mut request: Request<Body>| {
         trim_trailing_slash(&mut request);
         let router = live.load().router.clone();
+        let id = RequestId::from_headers(request.headers());
+        request.extensions_mut().insert(id.clone());
+        let span = tracing::info_span!("request", request_id = %id);
         async move {
-            let response: Response = router
-                .oneshot(request)
+            let mut response: Response = id
+                .clone()
+                .scope(router.oneshot(request))
                 .await
                 .unwrap_or_else(|never| match never {});
             response
+                .headers_mut()
+                .insert(request_id::HEADER, id.header_value());
+            response
         }
+        .instrument(span)
     })
 }
 

@@ -394,6 +394,8 @@ pub async fn amqp() -> Connection {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub body: serde_json::Value,
+    /// The body's bytes as published (what an envelope signature covers).
+    pub raw: Vec<u8>,
     pub properties: BasicProperties,
     pub routing_key: String,
 }
@@ -438,6 +440,7 @@ pub async fn take(
                 delivery.ack(BasicAckOptions::default()).await.expect("ack");
                 out.push(Received {
                     body: serde_json::from_slice(&delivery.data).unwrap_or(serde_json::Value::Null),
+                    raw: delivery.data.clone(),
                     properties: delivery.properties.clone(),
                     routing_key: delivery.routing_key.to_string(),
                 });

@@ -45,6 +45,15 @@ pub use push::{
 };
 pub use transport::MAX_ERROR_TEXT_CHARS;
 
+/// Parses an (already authenticated) `POST /messages` body into the message the pipeline
+/// takes, refusing it as the webhook would. Public for the fuzz targets (fuzz/).
+pub fn parse_message_body(
+    body: &[u8],
+    keep_raw: bool,
+) -> Result<switchboard_sdk::InboundMessage, switchboard_sdk::Rejection> {
+    inbound::parse_message(body, keep_raw).map_err(Into::into)
+}
+
 use config::Settings;
 use inbound::InboundSettings;
 use push::devices::{DevicesState, post_devices};

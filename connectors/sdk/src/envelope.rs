@@ -49,6 +49,11 @@ pub struct Envelope {
     /// The channel's original payload, when the connector is configured to keep it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<Value>,
+    /// The id of the HTTP request that brought the message in (the channel's
+    /// `X-Request-Id`, or one the daemon made); absent for messages that came over a
+    /// socket. Also in the `x-request-id` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The channel a message came in on.

@@ -40,7 +40,7 @@ pub use config::{
     WebchatConfig,
 };
 pub use identity::{IdentityError, MAX_TOKEN_BYTES, make_site_token};
-pub use protocol::{PROTOCOL_VERSION, close};
+pub use protocol::{ClientContent, ClientFrame, PROTOCOL_VERSION, close, parse_client_frame};
 
 use config::Settings;
 use history::History;

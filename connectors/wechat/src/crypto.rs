@@ -182,7 +182,9 @@ fn decode_ciphertext(encrypt: &str) -> Result<Vec<u8>, FrameError> {
     Ok(ciphertext)
 }
 
-fn parse_frame(plain: &[u8]) -> Result<Frame, FrameError> {
+/// Splits a decrypted frame into its parts, checking the length field and the padding.
+/// Public so the fuzz targets (fuzz/) reach it without going through AES.
+pub fn parse_frame(plain: &[u8]) -> Result<Frame, FrameError> {
     if plain.len() < HEADER_LEN + 1 {
         return Err(FrameError::Truncated { claimed: 0 });
     }
@@ -198,7 +200,8 @@ fn parse_frame(plain: &[u8]) -> Result<Frame, FrameError> {
         return Err(FrameError::Truncated { claimed: msg_len });
     }
     let pad = plain[plain.len() - 1] as usize;
-    if !(1..=PAD_BLOCK).contains(&pad) {
+    // A pad longer than what follows the header would cut into it (or past the start).
+    if !(1..=PAD_BLOCK).contains(&pad) || pad > plain.len() - HEADER_LEN {
         return Err(FrameError::Padding);
     }
     let (body, padding) = plain.split_at(plain.len() - pad);
@@ -427,6 +430,16 @@ mod tests {
             parse_frame(&into_pad),
             Err(FrameError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn a_pad_longer_than_the_frame_is_refused() {
+        // Found by fuzz/wechat_decrypt: 22 bytes whose last byte claims 32 bytes of padding.
+        let mut plain = vec![0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0x93, 0x05];
+        plain.extend([0; 9]);
+        plain.extend([0x0b, 0x20]);
+        assert_eq!(plain.len(), 22);
+        assert_eq!(parse_frame(&plain), Err(FrameError::Padding));
     }
 
     #[test]
