@@ -8,7 +8,6 @@
 mod common;
 mod wechat_support;
 
-use std::process::Command;
 use std::time::Duration;
 
 use axum::Json;
@@ -54,21 +53,26 @@ impl BrokerUser {
         user
     }
 
+    /// The suite's broker URL with this user's credentials instead of guest's.
     fn url(&self) -> String {
-        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
+        amqp_url().replacen(
+            "guest:guest@",
+            &format!("{}:{}@", self.name, self.password),
+            1,
+        )
     }
 }
 
 impl Drop for BrokerUser {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
+        let _ = rabbitmqctl_command()
             .args(["-q", "delete_user", &self.name])
             .output();
     }
 }
 
 fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
+    let out = rabbitmqctl_command()
         .arg("-q")
         .args(args)
         .output()
@@ -200,7 +204,7 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
     let mut setup = Setup::new(&prefix);
     setup.webhook_url = webhook_url;
     setup.extra = channels_config(&wechat.base, &twilio, ACCOUNT.encoding_aes_key);
-    let config = setup.config(&scratch.0).replace(AMQP_URL, &user.url());
+    let config = setup.config(&scratch.0).replace(&amqp_url(), &user.url());
     let mut daemon = Daemon::start(&scratch.0, &config);
     daemon.wait_broker().await;
     let conn = amqp().await;
