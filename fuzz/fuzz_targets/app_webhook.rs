@@ -1,8 +1,8 @@
-//! The app channel's `POST /messages` body, after authentication.
+//! `app_webhook`: see its function in `fuzz/targets.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = switchboard_connector_app::parse_message_body(data, true);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::app_webhook(data));

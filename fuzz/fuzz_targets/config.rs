@@ -1,10 +1,8 @@
-//! The config loader: TOML parse, validation and the location of each problem in the text.
+//! `config`: see its function in `fuzz/targets.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(source) = std::str::from_utf8(data) {
-        let _ = switchboard::config::load_str("fuzz.toml", source);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::config(data));

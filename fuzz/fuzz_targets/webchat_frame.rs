@@ -1,10 +1,8 @@
-//! A frame a web chat client sends over its socket.
+//! `webchat_frame`: see its function in `fuzz/targets.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = switchboard_connector_webchat::parse_client_frame(text);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::webchat_frame(data));

@@ -1,18 +1,8 @@
-//! A push body from WeChat: XML parse, JSON view, normalization into content.
+//! `wechat_xml`: see its function in `fuzz/targets.rs`.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use switchboard_connector_wechat::{message, xml};
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(root) = xml::parse(data, 64 * 1024) else {
-        return;
-    };
-    let _ = root.to_json();
-    if let Ok(push) = message::normalize(&root) {
-        let mut content = push.content();
-        let _ = push.event_name().map(message::report_kind);
-        let _ = push.media_id();
-        message::attach_media_url(&mut content, "https://example.test/media/1");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::wechat_xml(data));
