@@ -367,7 +367,13 @@ async fn killing_one_instance_mid_stream_loses_nothing_and_its_spool_drains_on_r
         tally.clone(),
         stop.clone(),
         Duration::from_millis(40),
-        Duration::from_secs(60),
+        // A channel gives up within this, as WeChat does after its three tries. A message in
+        // flight on the killed instance keeps a pending claim for 60 s (dedupe PENDING_TTL),
+        // answering its retries 503; a channel still retrying after that would get it
+        // published again under a new envelope id once the killed instance drains its spool
+        // (docs/RELIABILITY.md, "Several instances"). 40 s plus the 10 s request timeout
+        // stays inside that window.
+        Duration::from_secs(40),
     ));
     let accepted_at_least = |n: usize| {
         let tally = tally.clone();
