@@ -5,45 +5,14 @@
 //
 // env: CONSOLE_URL, WEBCHAT_URL, CLAIMS_QUEUE, SCREENSHOT (path of the console screenshot),
 // CHROMIUM.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { createInterface } from "node:readline";
+import { WAIT, command, step, withChromium } from "./harness.mjs";
 
 const consoleUrl = process.env.CONSOLE_URL;
 const webchatUrl = process.env.WEBCHAT_URL;
 const claims = process.env.CLAIMS_QUEUE;
 const screenshot = process.env.SCREENSHOT;
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const WAIT = 30000;
 
-const commands = [];
-const waiters = [];
-createInterface({ input: process.stdin }).on("line", (line) => {
-  const waiter = waiters.shift();
-  if (waiter) waiter(line.trim()); else commands.push(line.trim());
-});
-function command(expected) {
-  return new Promise((resolve, reject) => {
-    const check = (line) => (line === expected ? resolve() : reject(new Error(`expected ${expected}, got ${line}`)));
-    if (commands.length) check(commands.shift()); else waiters.push(check);
-  });
-}
-function step(name, data = {}) {
-  process.stdout.write(`STEP ${name} ${JSON.stringify(data)}\n`);
-}
-
-const userDataDir = mkdtempSync(join(tmpdir(), "sbconsole-chromium-"));
-let context;
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    locale: "zh-CN",
-    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
-  });
+await withChromium("sbconsole-chromium-", { viewport: { width: 1280, height: 900 }, locale: "zh-CN" }, async (context) => {
   const page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => { if (m.type() === "error") process.stderr.write(`console: ${m.text()}\n`); });
   page.on("dialog", (dialog) => dialog.accept());
@@ -116,11 +85,4 @@ try {
   const agents = await visitor.$$eval(".sbwc-agent:not(.sbwc-welcome) .sbwc-bubble", (els) => els.map((e) => e.textContent));
   const left = await page.$$eval("#dead-rows li", (rows) => rows.length);
   step("replayed", { agents, left });
-} catch (err) {
-  step("failed", { error: String((err && err.stack) || err) });
-  process.exitCode = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-  process.exit();
-}
+});

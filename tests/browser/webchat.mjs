@@ -3,50 +3,13 @@
 // this script prints "STEP <name> <json>" on stdout and waits for commands on stdin.
 //
 // env: WEBCHAT_URL (demo page), CHROMIUM (executable), SCREENSHOT_DIR.
-import { chromium } from "playwright-core";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
+import { WAIT, command, step, withChromium } from "./harness.mjs";
 
 const url = process.env.WEBCHAT_URL;
 const shots = process.env.SCREENSHOT_DIR;
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-const WAIT = 30000;
 
-const commands = [];
-const waiters = [];
-createInterface({ input: process.stdin }).on("line", (line) => {
-  const waiter = waiters.shift();
-  if (waiter) waiter(line.trim()); else commands.push(line.trim());
-});
-function command(expected) {
-  return new Promise((resolve, reject) => {
-    const check = (line) => (line === expected ? resolve() : reject(new Error(`expected ${expected}, got ${line}`)));
-    if (commands.length) check(commands.shift()); else waiters.push(check);
-  });
-}
-function step(name, data = {}) {
-  process.stdout.write(`STEP ${name} ${JSON.stringify(data)}\n`);
-}
-
-const userDataDir = mkdtempSync(join(tmpdir(), "sbwc-chromium-"));
-let context;
-try {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    viewport: { width: 1100, height: 760 },
-    locale: "zh-CN",
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--no-first-run",
-    ],
-  });
+await withChromium("sbwc-chromium-", { viewport: { width: 1100, height: 760 }, locale: "zh-CN" }, async (context) => {
   const page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => { if (m.type() === "error") process.stderr.write(`console: ${m.text()}\n`); });
   await page.goto(url);
@@ -108,11 +71,4 @@ try {
   const phoneMine = await phone.$$eval(".sbwc-me .sbwc-bubble", (els) => els.length);
   await phone.screenshot({ path: join(shots, "webchat-widget-phone.png") });
   step("done", { mine, agents, badgeHidden: badge, phoneBox, phoneMine });
-} catch (err) {
-  step("failed", { error: String(err && err.stack || err) });
-  process.exitCode = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
-  process.exit();
-}
+});
