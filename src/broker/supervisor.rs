@@ -12,6 +12,12 @@ use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+/// Longest a connection attempt may take from TCP to a declared topology and a confirming
+/// publisher channel.
+const SET_UP_DEADLINE: Duration = Duration::from_secs(20);
+/// Longest the supervisor waits for a lost link to close before connecting anew.
+const CLOSE_DEADLINE: Duration = Duration::from_secs(5);
+
 use super::{EnvelopeSigner, Link, LiveLink, Topology};
 use crate::config::BrokerConfig;
 use crate::metrics::Metrics;
@@ -123,7 +129,13 @@ impl Broker {
         let mut backoff = backoff_builder.build();
         let stable_after = Duration::from_secs(config.stable_after_secs);
         loop {
-            match self.connect().await {
+            // The whole set-up is bounded, not only the TCP and AMQP handshake: a broker that
+            // is still booting can accept a connection and then leave a channel open or a
+            // declaration unanswered, and the link must not wait on it forever.
+            let connected = tokio::time::timeout(SET_UP_DEADLINE, self.connect())
+                .await
+                .unwrap_or_else(|_| Err("connection set-up timed out".to_owned()));
+            match connected {
                 Ok(live) => {
                     let connected_at = Instant::now();
                     let generation = live.generation;
@@ -146,7 +158,12 @@ impl Broker {
                     }
                     tracing::warn!(%reason, "broker link lost");
                     self.inner.link.send_replace(Link::Down(Some(reason)));
-                    let _ = live.connection.close(320, "reconnecting".into()).await;
+                    // A half-dead connection may never answer the close.
+                    let _ = tokio::time::timeout(
+                        CLOSE_DEADLINE,
+                        live.connection.close(320, "reconnecting".into()),
+                    )
+                    .await;
                     if connected_at.elapsed() >= stable_after {
                         backoff = backoff_builder.build();
                     }
