@@ -26,12 +26,13 @@ use switchboard_sdk::{
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::broker::{Broker, OutgoingMessage, wait_up};
+use crate::broker::{Broker, Link, LiveLink, OutgoingMessage, wait_up};
 use crate::config::OutboundConfig;
 use crate::durable::DurablePublisher;
 use crate::live::LiveSet;
 use crate::metrics::{Metrics, OutcomeLabels};
 use claim::{Claim, ReplyClaims};
+use tokio::sync::watch;
 
 /// Names the dispatcher uses.
 #[derive(Debug, Clone)]
@@ -142,7 +143,7 @@ impl Dispatcher {
                 _ = shutdown.cancelled() => break,
                 live = wait_up(&mut links) => match live { Some(live) => live, None => break },
             };
-            match self.consume(&live.connection, &shutdown, &in_flight).await {
+            match self.consume(&live, &mut links, &shutdown, &in_flight).await {
                 Ok(()) => break,
                 Err(err) => {
                     tracing::warn!(error = %err, "outbound consumer stopped, waiting for the broker");
@@ -162,11 +163,13 @@ impl Dispatcher {
     /// Returns Ok on shutdown, Err when the channel or connection failed.
     async fn consume(
         self: &Arc<Self>,
-        connection: &lapin::Connection,
+        live: &LiveLink,
+        links: &mut watch::Receiver<Link>,
         shutdown: &CancellationToken,
         in_flight: &TaskTracker,
     ) -> Result<(), String> {
-        let channel = connection
+        let channel = live
+            .connection
             .create_channel()
             .await
             .map_err(|e| e.to_string())?;
@@ -194,6 +197,15 @@ impl Dispatcher {
                     in_flight.wait().await;
                     let _ = channel.close(200, "shutting down".into()).await;
                     return Ok(());
+                }
+                // The supervisor replaced the link (it may have given up closing the old one):
+                // consume on the new connection rather than wait on a dead one.
+                changed = links.changed() => {
+                    let current = changed.is_ok()
+                        && matches!(&*links.borrow_and_update(), Link::Up(now) if now.generation == live.generation);
+                    if !current {
+                        return Err("broker link replaced".into());
+                    }
                 }
                 next = consumer.next() => match next {
                     Some(Ok(delivery)) => {
