@@ -123,6 +123,9 @@ pub struct Metrics {
     pub kv_errors: Family<OutcomeLabels, Counter>,
     /// 1 while Redis fails and shared state is served from this instance's memory.
     pub shared_state_degraded: Gauge,
+    /// Keys held in this process's memory (the whole store without Redis, the fallback with
+    /// it), expired ones included until the next prune.
+    pub memory_store_keys: Gauge,
     /// Routed messages by what decided.
     pub routed: Family<RuleLabels, Counter>,
     /// Messages moved to an overflow key, by the agent queue that was too full.
@@ -159,6 +162,7 @@ impl Default for Metrics {
         let config_info = Family::default();
         let kv_errors = Family::default();
         let shared_state_degraded = Gauge::default();
+        let memory_store_keys = Gauge::default();
         let routed = Family::default();
         let overflowed = Family::default();
         let queue_ready = Family::default();
@@ -282,6 +286,11 @@ impl Default for Metrics {
             "1 while Redis fails and shared state is local to this instance",
             shared_state_degraded.clone(),
         );
+        registry.register(
+            "memory_store_keys",
+            "Keys held by the in-memory store, as of its last prune",
+            memory_store_keys.clone(),
+        );
         Self {
             registry,
             requests,
@@ -301,6 +310,7 @@ impl Default for Metrics {
             config_info,
             kv_errors,
             shared_state_degraded,
+            memory_store_keys,
             routed,
             overflowed,
             queue_ready,

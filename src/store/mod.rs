@@ -30,6 +30,7 @@ pub struct SharedState {
     pub shared: bool,
     memory: Option<Arc<MemoryKv>>,
     redis_fanout: Option<Arc<RedisFanout>>,
+    metrics: Arc<Metrics>,
 }
 
 impl SharedState {
@@ -47,11 +48,12 @@ impl SharedState {
                 );
                 let memory = Arc::new(MemoryKv::default());
                 Ok(Self {
-                    kv: Arc::new(FallbackKv::new(redis_kv, memory.clone(), metrics)),
+                    kv: Arc::new(FallbackKv::new(redis_kv, memory.clone(), metrics.clone())),
                     fanout: fanout.clone(),
                     shared: true,
                     memory: Some(memory),
                     redis_fanout: Some(fanout),
+                    metrics,
                 })
             }
             None => {
@@ -62,6 +64,7 @@ impl SharedState {
                     shared: false,
                     memory: Some(memory),
                     redis_fanout: None,
+                    metrics,
                 })
             }
         }
@@ -69,7 +72,8 @@ impl SharedState {
 
     /// Background work until `shutdown`: the Redis fan-out subscription, and pruning expired
     /// in-memory keys (the store itself, or Redis's fallback) every minute so memory stays
-    /// bounded (Redis expires its own).
+    /// bounded (Redis expires its own). The key count after each prune is the
+    /// `memory_store_keys` gauge: without Redis it is what the dedupe windows cost.
     pub async fn run(&self, shutdown: CancellationToken) {
         let prune = async {
             let Some(memory) = &self.memory else { return };
@@ -79,7 +83,9 @@ impl SharedState {
                     _ = shutdown.cancelled() => return,
                     _ = tick.tick() => {
                         let dropped = memory.prune();
-                        tracing::debug!(dropped, "pruned expired in-memory keys");
+                        let held = memory.len();
+                        self.metrics.memory_store_keys.set(held as i64);
+                        tracing::debug!(dropped, held, "pruned expired in-memory keys");
                     }
                 }
             }
