@@ -1,8 +1,8 @@
 //! The fault matrix (docs/RELIABILITY.md): for each fault, a steady signed stream on the
-//! app, WeChat (safe mode), SMS and telephony channels and replies the other way, then the
-//! fault, then recovery, then the count. Lost must be 0: every accepted message reaches its
-//! agent queue (a duplicate only under the same envelope id), every reply is delivered or
-//! reported `delivery.failed`.
+//! app, WeChat (safe mode), SMS and telephony channels, web chat visitors on their sockets,
+//! and replies the other way (web chat included), then the fault, then recovery, then the
+//! count. Lost must be 0: every accepted message reaches its agent queue (a duplicate only
+//! under the same envelope id), every reply is delivered or reported `delivery.failed`.
 //!
 //! These tests stop, alarm and cut the broker and Redis the suite points at, so scripts/test
 //! runs them alone, serially, after every other test (`-j 1`). Point them at private nodes
@@ -88,7 +88,11 @@ impl Rig {
         let apis = FakeApis::start().await;
         let mut setup = Setup::new(&prefix);
         setup.webhook_url = format!("{}/replies", apis.base);
-        setup.extra = channels_config(&prefix, &apis.base, &format!("{prefix}:"));
+        setup.extra = [
+            webchat_support::webchat_table("", ""),
+            channels_config(&prefix, &apis.base, &format!("{prefix}:")),
+        ]
+        .concat();
         let (public, admin) = (free_port(), free_port());
         let mut config = instance_config(&setup, &scratch.0, public, admin);
         if let Some(max) = spool_max_bytes {
@@ -128,12 +132,25 @@ async fn run(fault: Fault) {
     let spool_max = matches!(fault, Fault::SpoolFull).then_some(1024 * 1024);
     let mut rig = Rig::start("faults", spool_max).await;
     let events = durable_events_queue(&rig.prefix).await;
-    let people = People::default();
+    let public = rig.daemon.public.to_string();
+    let visitors = webchat_visitors(&public, 2).await;
+    let people = People {
+        webchat: visitors.iter().map(|v| v.conversation_id.clone()).collect(),
+        ..People::default()
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let published = Arc::default();
     let inbound = tokio::spawn(stream(
-        format!("http://{}", rig.daemon.public),
+        format!("http://{public}"),
         people.clone(),
+        rig.tally.clone(),
+        stop.clone(),
+        Duration::from_millis(40),
+        Duration::from_secs(120),
+    ));
+    let webchat = tokio::spawn(webchat_stream(
+        public,
+        visitors,
         rig.tally.clone(),
         stop.clone(),
         Duration::from_millis(40),
@@ -162,6 +179,7 @@ async fn run(fault: Fault) {
         .await;
     stop.store(true, Ordering::SeqCst);
     inbound.await.expect("inbound stream");
+    webchat.await.expect("web chat visitors");
     outbound.await.expect("replies");
 
     let accepted = rig.tally.accepted.lock().unwrap().clone();

@@ -1,7 +1,7 @@
-//! The fault matrix's rig: one daemon with the app, WeChat (safe mode), SMS (Twilio) and
-//! telephony (Twilio IVR) connectors and Redis, a fake of every channel API it replies
-//! through, a steady signed stream on each channel, a steady stream of replies the other
-//! way, and the final count: every accepted message on its agent queue (duplicates only with
+//! The fault matrix's rig: one daemon with the app, WeChat (safe mode), SMS (Twilio),
+//! telephony (Twilio IVR) and web chat connectors and Redis, a fake of every channel API it
+//! replies through, a steady signed stream on each channel (web chat visitors on sockets),
+//! a steady stream of replies the other way, and the final count: every accepted message on its agent queue (duplicates only with
 //! the first envelope id), every reply delivered or reported `delivery.failed`.
 //!
 //! Each run appends a row to the results file (`SWITCHBOARD_RELIABILITY_RESULTS`, default
@@ -22,7 +22,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
@@ -32,8 +32,11 @@ use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::{Value, json};
 use switchboard_connector_sms::twilio_signature;
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::common::*;
+use crate::webchat_support::Ws;
 use crate::wechat_support::{ACCOUNT, openid, safe_push, text_xml};
 
 pub const PUBLIC_ORIGIN: &str = "https://sb.test";
@@ -315,8 +318,10 @@ pub enum Kind {
     Wechat,
     Sms,
     Telephony,
+    Webchat,
 }
 
+/// The channels `stream` sends over HTTP; web chat has its own sockets (`webchat_stream`).
 pub const KINDS: [Kind; 4] = [Kind::App, Kind::Wechat, Kind::Sms, Kind::Telephony];
 
 impl Kind {
@@ -326,6 +331,7 @@ impl Kind {
             Kind::Wechat => "wechat",
             Kind::Sms => "sms",
             Kind::Telephony => "telephony",
+            Kind::Webchat => "webchat",
         }
     }
 
@@ -351,6 +357,8 @@ pub struct People {
     pub app: Vec<String>,
     pub wechat: Vec<String>,
     pub phones: Vec<String>,
+    /// Conversation ids of the web chat visitors, when the run has some.
+    pub webchat: Vec<String>,
 }
 
 impl Default for People {
@@ -359,6 +367,7 @@ impl Default for People {
             app: (0..5).map(|i| format!("u-{i}")).collect(),
             wechat: (0..5).map(|_| openid()).collect(),
             phones: (0..5).map(|i| format!("+861380000{i:04}")).collect(),
+            webchat: Vec::new(),
         }
     }
 }
@@ -461,6 +470,7 @@ fn request(
                 send,
             }
         }
+        Kind::Webchat => unreachable!("web chat messages go over sockets, not requests"),
         Kind::Telephony => {
             let call = format!("CA{:032x}", id.random);
             let caller = &people.phones[user];
@@ -500,7 +510,7 @@ fn accepted(kind: Kind, status: u16, body: &str) -> bool {
         && match kind {
             Kind::App => body.contains("envelope_id"),
             Kind::Telephony => body.contains("<Enqueue"),
-            Kind::Wechat | Kind::Sms => true,
+            Kind::Wechat | Kind::Sms | Kind::Webchat => true,
         }
 }
 
@@ -611,6 +621,219 @@ pub async fn stream(
     futures_util::future::join_all(workers).await;
 }
 
+/// A web chat visitor of connector `site`: the signed id it reconnects with, its
+/// conversation, and the client address it comes from.
+#[derive(Clone, Debug)]
+pub struct Visitor {
+    pub signed: String,
+    pub conversation_id: String,
+    ip: String,
+}
+
+/// Opens a socket on `public` as the widget does (own origin, `hello` from `last_seq`) and
+/// returns it with `ready`; None when the daemon is not there or refuses.
+async fn visitor_socket(
+    public: &str,
+    visitor: Option<&Visitor>,
+    ip: &str,
+    last_seq: u64,
+    epoch: Option<&str>,
+) -> Option<(Ws, Value)> {
+    let mut url = format!("ws://{public}/webchat/site/ws?v=1");
+    if let Some(visitor) = visitor {
+        url.push_str("&visitor=");
+        url.push_str(&visitor.signed);
+    }
+    let mut request = url.into_client_request().ok()?;
+    let headers = request.headers_mut();
+    headers.insert("origin", format!("http://{public}").parse().ok()?);
+    headers.insert("x-forwarded-for", ip.parse().ok()?);
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio_tungstenite::connect_async(request),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let hello = json!({"type": "hello", "v": 1, "last_seq": last_seq, "epoch": epoch});
+    ws.send(Message::text(hello.to_string())).await.ok()?;
+    let ready = next_frame(&mut ws, Duration::from_secs(5)).await?;
+    (ready["type"] == "ready").then_some((ws, ready))
+}
+
+/// The next text frame as JSON; None on close, error or silence for `wait`.
+async fn next_frame(ws: &mut Ws, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, ws.next()).await.ok()??.ok()? {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).ok(),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// `count` new visitors of `public`'s web chat (each connects once to be given its id).
+pub async fn webchat_visitors(public: &str, count: usize) -> Vec<Visitor> {
+    let mut visitors = Vec::new();
+    for i in 0..count {
+        let ip = format!("10.9.0.{}", i + 1);
+        let (mut ws, ready) = visitor_socket(public, None, &ip, 0, None)
+            .await
+            .expect("a web chat visitor connects");
+        let _ = ws.close(None).await;
+        visitors.push(Visitor {
+            signed: ready["visitor"].as_str().expect("visitor").to_owned(),
+            conversation_id: ready["conversation_id"]
+                .as_str()
+                .expect("conversation_id")
+                .to_owned(),
+            ip,
+        });
+    }
+    visitors
+}
+
+/// What became of one send of a web chat message.
+enum Answer {
+    /// `ack`, with the envelope id.
+    Acked(String),
+    /// A retryable refusal for this message: resend after the wait.
+    Later(Duration),
+    /// The socket closed, failed or fell silent.
+    Lost,
+}
+
+/// Where a visitor stands in its conversation's agent messages; the next `hello` resumes
+/// from there.
+#[derive(Default)]
+struct Position {
+    last_seq: u64,
+    epoch: Option<String>,
+}
+
+/// Sends message `id` on `ws` and reads frames until its answer, following `position`.
+async fn send_message(ws: &mut Ws, id: &str, position: &mut Position) -> Answer {
+    let frame = json!({"type": "message", "id": id, "content": {"type": "text", "text": "hello"}});
+    if ws.send(Message::text(frame.to_string())).await.is_err() {
+        return Answer::Lost;
+    }
+    loop {
+        let Some(frame) = next_frame(ws, Duration::from_secs(10)).await else {
+            return Answer::Lost;
+        };
+        if frame["type"] == "agent"
+            && let Some(seq) = frame["seq"].as_u64()
+        {
+            position.last_seq = position.last_seq.max(seq);
+            position.epoch = frame["epoch"].as_str().map(str::to_owned);
+        }
+        match frame["type"].as_str() {
+            Some("ack") if frame["id"] == id => {
+                let envelope = frame["envelope_id"].as_str().unwrap_or_default();
+                return Answer::Acked(envelope.to_owned());
+            }
+            Some("error") if frame["id"] == id => {
+                let code = frame["code"].as_str().unwrap_or_default();
+                assert!(
+                    matches!(code, "unavailable" | "rate_limited"),
+                    "web chat: only 'retry later' is acceptable, got {frame}"
+                );
+                let wait = frame["retry_after_ms"].as_u64().unwrap_or(100).min(1000);
+                return Answer::Later(Duration::from_millis(wait));
+            }
+            Some("error") if frame["fatal"] == true => return Answer::Lost,
+            _ => {}
+        }
+    }
+}
+
+/// Web chat traffic: each visitor keeps a socket and sends one message per `pace` until
+/// `stop`, resending it (same client id) after a retryable error and reconnecting (with its
+/// visitor id, from the last reply seen) when the socket drops, as the widget does, for up
+/// to `retry_budget` per message.
+pub async fn webchat_stream(
+    public: String,
+    visitors: Vec<Visitor>,
+    tally: Arc<Tally>,
+    stop: Arc<AtomicBool>,
+    pace: Duration,
+    retry_budget: Duration,
+) {
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let next = Arc::new(AtomicUsize::new(0));
+    let workers = visitors.into_iter().map(|visitor| {
+        let (public, tally, stop, next, run) = (
+            public.clone(),
+            tally.clone(),
+            stop.clone(),
+            next.clone(),
+            run.clone(),
+        );
+        async move {
+            let mut socket: Option<Ws> = None;
+            let mut position = Position::default();
+            let mut pacer = tokio::time::interval(pace);
+            while !stop.load(Ordering::SeqCst) {
+                pacer.tick().await;
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                tally.sent.fetch_add(1, Ordering::SeqCst);
+                let id = format!("w-{run}-{n}");
+                let started = Instant::now();
+                loop {
+                    if socket.is_none() {
+                        let opened = visitor_socket(
+                            &public,
+                            Some(&visitor),
+                            &visitor.ip,
+                            position.last_seq,
+                            position.epoch.as_deref(),
+                        )
+                        .await;
+                        socket = opened.map(|(ws, ready)| {
+                            if ready["reset"] == true {
+                                position.last_seq = 0;
+                            }
+                            if let Some(epoch) = ready["epoch"].as_str().filter(|e| !e.is_empty()) {
+                                position.epoch = Some(epoch.to_owned());
+                            }
+                            ws
+                        });
+                    }
+                    let answer = match socket.as_mut() {
+                        Some(ws) => send_message(ws, &id, &mut position).await,
+                        None => Answer::Lost,
+                    };
+                    let wait = match answer {
+                        Answer::Acked(envelope) => {
+                            tally
+                                .accepted
+                                .lock()
+                                .unwrap()
+                                .insert((Kind::Webchat, id), Some(envelope));
+                            break;
+                        }
+                        Answer::Later(wait) => wait,
+                        Answer::Lost => {
+                            socket = None;
+                            Duration::from_millis(100)
+                        }
+                    };
+                    tally.not_accepted_answers.fetch_add(1, Ordering::SeqCst);
+                    if started.elapsed() > retry_budget {
+                        tally.refused.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            if let Some(mut ws) = socket {
+                let _ = ws.close(None).await;
+            }
+        }
+    });
+    futures_util::future::join_all(workers).await;
+}
+
 /// A reply id the fakes can find in any encoding of the text.
 pub fn reply_id(n: usize) -> String {
     format!("rpq{n}x{}", ulid::Ulid::new().to_string().to_lowercase())
@@ -619,10 +842,12 @@ pub fn reply_id(n: usize) -> String {
 /// The reply `n` goes to one of the stream's users, round robin over the channels.
 fn reply(people: &People, n: usize, id: &str) -> Value {
     let user = n % 5;
-    let conversation = match n % 3 {
+    let channels = if people.webchat.is_empty() { 3 } else { 4 };
+    let conversation = match n % channels {
         0 => format!("app:shop:{}", people.app[user]),
         1 => ACCOUNT.conversation(&people.wechat[user]),
-        _ => format!("sms:main:{}", people.phones[user]),
+        2 => format!("sms:main:{}", people.phones[user]),
+        _ => people.webchat[user % people.webchat.len()].clone(),
     };
     json!({
         "schema": "switchboard.reply.v1",
@@ -788,6 +1013,7 @@ pub async fn count_inbound(
                     "wechat" => Kind::Wechat,
                     "sms" => Kind::Sms,
                     "telephony" => Kind::Telephony,
+                    "webchat" => Kind::Webchat,
                     other => panic!("unexpected channel {other}"),
                 };
                 let key = message.body["dedupe_key"].as_str().unwrap().to_owned();
