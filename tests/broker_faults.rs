@@ -5,12 +5,11 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-
-const MESSAGES: usize = 1000;
 
 fn rabbitmqctl(args: &[&str]) {
     let output = rabbitmqctl_command()
@@ -39,26 +38,23 @@ impl Drop for BrokerGuard {
 /// What the channel side saw: dedupe key (message id) -> envelope id, for every 200.
 type Accepted = Arc<Mutex<HashMap<String, String>>>;
 
-/// Posts `MESSAGES` messages with 16 in flight, each worker at most one per `pace` so the
-/// stream outlasts the fault, retrying each until accepted as a channel would; returns once
-/// every one was accepted.
-async fn stream(daemon: &Daemon, accepted: Accepted, pace: Duration) {
+/// Posts messages with 16 in flight, each worker at most one per `pace`, retrying each until
+/// accepted as a channel would, until `stop` is set (by the fault, once it has seen enough
+/// accepted after it, so the stream always outlasts the fault however slow the machine);
+/// returns how many messages it started, every one of them accepted.
+async fn stream(daemon: &Daemon, accepted: Accepted, pace: Duration, stop: &AtomicBool) -> usize {
     let client = reqwest::Client::new();
-    let next = Arc::new(Mutex::new(0usize));
+    let next = AtomicUsize::new(0);
     let workers = (0..16).map(|_| {
-        let (client, next, accepted) = (client.clone(), next.clone(), accepted.clone());
+        let (client, next, accepted) = (client.clone(), &next, accepted.clone());
         async move {
             let mut pacer = tokio::time::interval(pace);
             loop {
                 pacer.tick().await;
-                let i = {
-                    let mut n = next.lock().unwrap();
-                    if *n == MESSAGES {
-                        return;
-                    }
-                    *n += 1;
-                    *n - 1
-                };
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let i = next.fetch_add(1, Ordering::SeqCst);
                 let id = format!("f-{i}");
                 let body = text_message(&id, &format!("u-{}", i % 25), "hello");
                 let mut attempts = 0;
@@ -80,6 +76,16 @@ async fn stream(daemon: &Daemon, accepted: Accepted, pace: Duration) {
         }
     });
     futures_util::future::join_all(workers).await;
+    next.load(Ordering::SeqCst)
+}
+
+/// Waits until at least `n` messages were accepted.
+async fn accepted_at_least(accepted: &Accepted, n: usize, what: &str) {
+    wait_for(what, Duration::from_secs(90), || {
+        let len = accepted.lock().unwrap().len();
+        async move { (len >= n).then_some(()) }
+    })
+    .await;
 }
 
 /// Consumes until every accepted message arrived; asserts none is lost and duplicates carry
@@ -151,25 +157,22 @@ async fn broker_connections_closed_mid_stream_lose_nothing() {
     daemon.wait_broker().await;
     let accepted: Accepted = Arc::default();
 
-    let fault = {
-        let accepted = accepted.clone();
-        async move {
-            wait_for("300 accepted", Duration::from_secs(60), || {
-                let n = accepted.lock().unwrap().len();
-                async move { (n >= 300).then_some(()) }
-            })
-            .await;
-            tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "fault test"]))
-                .await
-                .unwrap();
-        }
+    let stop = AtomicBool::new(false);
+    let fault = async {
+        accepted_at_least(&accepted, 300, "300 accepted").await;
+        tokio::task::spawn_blocking(|| rabbitmqctl(&["close_all_connections", "fault test"]))
+            .await
+            .unwrap();
+        let closed_at = accepted.lock().unwrap().len();
+        accepted_at_least(&accepted, closed_at + 300, "300 more accepted").await;
+        stop.store(true, Ordering::SeqCst);
     };
-    tokio::join!(
-        stream(&daemon, accepted.clone(), Duration::from_millis(20)),
+    let (sent, ()) = tokio::join!(
+        stream(&daemon, accepted.clone(), Duration::from_millis(20), &stop),
         fault
     );
     let accepted = accepted.lock().unwrap().clone();
-    assert_eq!(accepted.len(), MESSAGES);
+    assert_eq!(accepted.len(), sent);
     let total = verify_delivery(&daemon, &setup.queue("general"), &accepted).await;
     assert!(
         daemon
@@ -179,8 +182,8 @@ async fn broker_connections_closed_mid_stream_lose_nothing() {
         "the daemon reconnected"
     );
     eprintln!(
-        "closed connections: {MESSAGES} accepted, {total} delivered, {} duplicates",
-        total - MESSAGES
+        "closed connections: {sent} accepted, {total} delivered, {} duplicates",
+        total - sent
     );
     cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }
@@ -195,63 +198,52 @@ async fn broker_stopped_and_started_mid_stream_loses_nothing() {
     daemon.wait_broker().await;
     let accepted: Accepted = Arc::default();
 
-    let fault = {
-        let accepted = accepted.clone();
-        let daemon = &daemon;
-        async move {
-            let count = |n: usize| {
-                let accepted = accepted.clone();
-                move || {
-                    let len = accepted.lock().unwrap().len();
-                    async move { (len >= n).then_some(()) }
-                }
-            };
-            wait_for("300 accepted", Duration::from_secs(60), count(300)).await;
-            tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
-                .await
-                .unwrap();
-            // Keep the broker away while a good share of the stream goes to the spool.
-            let stopped_at = accepted.lock().unwrap().len();
-            assert!(
-                stopped_at < MESSAGES - 200,
-                "the stream outran the fault; post more messages"
-            );
-            wait_for(
-                "200 accepted without a broker",
-                Duration::from_secs(60),
-                count(stopped_at + 200),
-            )
-            .await;
-            let spooled = daemon
-                .metric("switchboard_accepted_total", "outcome=\"spooled\"")
-                .await;
-            assert!(
-                spooled > 0.0,
-                "messages were spooled while the broker was away"
-            );
-            tokio::task::spawn_blocking(|| {
-                rabbitmqctl(&["start_app"]);
-                rabbitmqctl(&["await_startup", "--timeout", "60"]);
-            })
+    let stop = AtomicBool::new(false);
+    let fault = async {
+        accepted_at_least(&accepted, 300, "300 accepted").await;
+        tokio::task::spawn_blocking(|| rabbitmqctl(&["stop_app"]))
             .await
             .unwrap();
-        }
+        // Keep the broker away while a good share of the stream goes to the spool.
+        let stopped_at = accepted.lock().unwrap().len();
+        accepted_at_least(&accepted, stopped_at + 200, "200 accepted without a broker").await;
+        let spooled = daemon
+            .metric("switchboard_accepted_total", "outcome=\"spooled\"")
+            .await;
+        assert!(
+            spooled > 0.0,
+            "messages were spooled while the broker was away"
+        );
+        tokio::task::spawn_blocking(|| {
+            rabbitmqctl(&["start_app"]);
+            rabbitmqctl(&["await_startup", "--timeout", "60"]);
+        })
+        .await
+        .unwrap();
+        let started_at = accepted.lock().unwrap().len();
+        accepted_at_least(
+            &accepted,
+            started_at + 200,
+            "200 accepted after the restart",
+        )
+        .await;
+        stop.store(true, Ordering::SeqCst);
     };
-    tokio::join!(
-        stream(&daemon, accepted.clone(), Duration::from_millis(80)),
+    let (sent, ()) = tokio::join!(
+        stream(&daemon, accepted.clone(), Duration::from_millis(80), &stop),
         fault
     );
     drop(guard);
     let accepted = accepted.lock().unwrap().clone();
-    assert_eq!(accepted.len(), MESSAGES);
+    assert_eq!(accepted.len(), sent);
     let total = verify_delivery(&daemon, &setup.queue("general"), &accepted).await;
     wait_for("the spool to drain", Duration::from_secs(30), || async {
         (daemon.metric("switchboard_spool_depth", "").await == 0.0).then_some(())
     })
     .await;
     eprintln!(
-        "stop_app: {MESSAGES} accepted, {total} delivered, {} duplicates",
-        total - MESSAGES
+        "stop_app: {sent} accepted, {total} delivered, {} duplicates",
+        total - sent
     );
     cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }
