@@ -1,7 +1,10 @@
 //! The console's admin API against the real binary and RabbitMQ: the admin token guards
 //! every endpoint but `/healthz`; links, queues, the live tail, try-it, replies, dead
 //! letters (list, show, replay with a fixed body, discard, audit events), statistics with
-//! CSV, the spool; and the CLI twins (`tap`, `dead`, `spool`) against the same daemon.
+//! CSV, the spool; and the CLI twins (`tap`, `dead`, `spool`) against the same daemon. Also
+//! unacked counts and message ages from RabbitMQ's management API, rate-limit pressure and
+//! an open tier lookup breaker on the links, and a reply to a connector not configured:
+//! dead-lettered, then replayed unchanged once the connector is added (SIGHUP), delivered.
 
 mod common;
 mod console_support;
@@ -618,5 +621,115 @@ async fn links_show_rate_limiting_and_an_open_tier_lookup_breaker() {
     assert_eq!(links["breakers"][0]["state"], "closed", "{links}");
 
     drop(daemon);
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn a_reply_to_a_missing_connector_is_replayed_once_the_connector_is_configured() {
+    let prefix = unique_prefix("console-unknown");
+    let scratch = Scratch::new(&prefix);
+    let (backend, webhook) = Backend::start().await;
+    let mut setup = Setup::new(&prefix);
+    setup.webhook_url = webhook.clone();
+    let config = setup.config(&scratch.0);
+    let daemon = Daemon::start(&scratch.0, &config);
+    daemon.wait_broker().await;
+    let conn = amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+    let events = events_queue(&channel, &prefix, "delivery.*").await;
+    let http = reqwest::Client::new();
+
+    // The helpdesk answers a conversation of app connector `outlet`, which this daemon
+    // does not have (yet).
+    let reply = json!({
+        "schema": "switchboard.reply.v1", "id": "r-outlet", "conversation_id": "app:outlet:u-7",
+        "content": {"type": "text", "text": "Your refund is on its way."},
+    });
+    publish_reply(&channel, &prefix, &reply).await;
+    let failed = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(failed.len(), 1, "a delivery event");
+    let event = &failed[0].body;
+    assert_eq!(event["kind"], "delivery.failed", "{event}");
+    assert_eq!(event["reason"], "unknown_connector");
+    assert_eq!(event["reply_id"], "r-outlet");
+    assert_eq!(event["data"]["dead_lettered"], true);
+    let dead = wait_for("the reply in the dead letters", WAIT, || async {
+        let list = json_of(&daemon.admin_url("/api/dead?reason=unknown_connector")).await;
+        (list["dead_letters"].as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    let letter = &dead["dead_letters"][0];
+    assert_eq!(
+        letter["error"], "no connector app:outlet is configured",
+        "{letter}"
+    );
+    let id = letter["id"].as_str().unwrap().to_owned();
+
+    // Replayed before the fix, it comes straight back (and is not taken for a duplicate).
+    let response = http
+        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let again = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(
+        again[0].body["reason"], "unknown_connector",
+        "{:?}",
+        again[0].body
+    );
+    let dead = wait_for("the reply back in the dead letters", WAIT, || async {
+        let list = json_of(&daemon.admin_url("/api/dead?reason=unknown_connector")).await;
+        (list["dead_letters"].as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    let id = dead["dead_letters"][0]["id"].as_str().unwrap().to_owned();
+
+    // The operator adds the connector and reloads (SIGHUP).
+    let fixed = format!(
+        "{config}\n[[connectors.app]]\nid = \"outlet\"\nsigning_key = \"{APP_KEY}\"\n\n\
+         [connectors.app.webhook]\nurl = \"{webhook}\"\ntimeout_ms = 2000\n"
+    );
+    std::fs::write(scratch.0.join("switchboard.toml"), fixed).unwrap();
+    signal(daemon.pid(), "HUP");
+    wait_for("the new connector in force", WAIT, || async {
+        let links = json_of(&daemon.admin_url("/api/links")).await;
+        links["connectors"]
+            .as_array()?
+            .iter()
+            .any(|c| c["path"] == "/app/outlet")
+            .then_some(())
+    })
+    .await;
+
+    // Replayed unchanged, it is delivered.
+    let response = http
+        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    wait_for("the replayed reply at the app backend", WAIT, || async {
+        backend
+            .received()
+            .iter()
+            .any(|r| r["reply"]["id"] == "r-outlet")
+            .then_some(())
+    })
+    .await;
+    let succeeded = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(
+        succeeded[0].body["kind"], "delivery.succeeded",
+        "{:?}",
+        succeeded[0].body
+    );
+    assert_eq!(succeeded[0].body["reply_id"], "r-outlet");
+    let list = json_of(&daemon.admin_url("/api/dead")).await;
+    assert_eq!(list["total"], 0, "{list}");
+
+    drop(daemon);
+    let _ = conn.close(200, "done".into()).await;
     cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }
