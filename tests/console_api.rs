@@ -689,7 +689,8 @@ async fn a_reply_to_a_missing_connector_is_replayed_once_the_connector_is_config
     // The operator adds the connector and reloads (SIGHUP).
     let fixed = format!(
         "{config}\n[[connectors.app]]\nid = \"outlet\"\nsigning_key = \"{APP_KEY}\"\n\n\
-         [connectors.app.webhook]\nurl = \"{webhook}\"\ntimeout_ms = 2000\n"
+         [connectors.app.webhook]\nurl = \"{webhook}\"\ntimeout_ms = 2000\n\n\
+         [connectors.app.limits]\noutbound_per_second = 1\noutbound_burst = 1\n"
     );
     std::fs::write(scratch.0.join("switchboard.toml"), fixed).unwrap();
     signal(daemon.pid(), "HUP");
@@ -728,6 +729,33 @@ async fn a_reply_to_a_missing_connector_is_replayed_once_the_connector_is_config
     assert_eq!(succeeded[0].body["reply_id"], "r-outlet");
     let list = json_of(&daemon.admin_url("/api/dead")).await;
     assert_eq!(list["total"], 0, "{list}");
+
+    // Two more replies at once through its one-per-second outbound limiter: the second
+    // waits, which the links show as the limiter's saturation.
+    for id in ["r-outlet-2", "r-outlet-3"] {
+        let mut next = reply.clone();
+        next["id"] = json!(id);
+        publish_reply(&channel, &prefix, &next).await;
+    }
+    wait_for("both replies at the app backend", WAIT, || async {
+        let received = backend.received();
+        ["r-outlet-2", "r-outlet-3"]
+            .iter()
+            .all(|id| received.iter().any(|r| r["reply"]["id"] == *id))
+            .then_some(())
+    })
+    .await;
+    let links = json_of(&daemon.admin_url("/api/links")).await;
+    let outlet = links["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/app/outlet")
+        .unwrap()
+        .clone();
+    assert_eq!(outlet["pressure"]["reply_attempts"], 3, "{outlet}");
+    let throttled = outlet["pressure"]["replies_throttled"].as_u64().unwrap();
+    assert!((1..=2).contains(&throttled), "{outlet}");
 
     drop(daemon);
     let _ = conn.close(200, "done".into()).await;

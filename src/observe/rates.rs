@@ -73,7 +73,7 @@ pub struct ConnectorTraffic {
     pub last_5_minutes: u32,
 }
 
-/// How one connector's requests fared in the last 5 minutes.
+/// How one connector's requests and replies fared in the last 5 minutes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ConnectorPressure {
     /// Requests that reached the connector's gate.
@@ -82,6 +82,10 @@ pub struct ConnectorPressure {
     pub refused: BTreeMap<String, u32>,
     /// Share of requests refused as `rate_limited` (0 to 1), `None` without requests.
     pub rate_limited_share: Option<f64>,
+    /// Reply sending attempts.
+    pub reply_attempts: u32,
+    /// Of those, held back by the connector's outbound limiter before going out.
+    pub replies_throttled: u32,
 }
 
 #[derive(Default)]
@@ -92,6 +96,8 @@ struct Inner {
     requests: HashMap<String, Series>,
     /// Refusals per connector and reason; reasons are the SDK's fixed set.
     refusals: HashMap<(String, String), Series>,
+    /// Reply attempts per connector, and those the outbound limiter held back.
+    replies: HashMap<String, (Series, Series)>,
 }
 
 /// Minutes a connector's pressure looks back.
@@ -168,7 +174,25 @@ impl Rates {
             .add(minute_of(now_ms));
     }
 
-    /// Connector `kind:id`'s requests and refusals of the last 5 minutes.
+    /// Counts an attempt to send a reply through connector `kind:id`, now; `throttled` when
+    /// its outbound limiter made it wait.
+    pub fn reply_attempt(&self, connector: &str, throttled: bool) {
+        self.reply_attempt_at(connector, throttled, crate::durable::now_ms());
+    }
+
+    fn reply_attempt_at(&self, connector: &str, throttled: bool, now_ms: u64) {
+        let mut inner = self.lock();
+        let (attempts, held) = inner
+            .replies
+            .entry(connector.to_owned())
+            .or_insert_with(|| (Series::new(), Series::new()));
+        attempts.add(minute_of(now_ms));
+        if throttled {
+            held.add(minute_of(now_ms));
+        }
+    }
+
+    /// Connector `kind:id`'s requests, refusals and replies of the last 5 minutes.
     pub fn pressure(&self, connector: &str) -> ConnectorPressure {
         self.pressure_at(connector, crate::durable::now_ms())
     }
@@ -190,11 +214,18 @@ impl Rates {
             .filter(|(_, count)| *count > 0)
             .collect();
         let limited = refused.get("rate_limited").copied().unwrap_or(0);
+        let (reply_attempts, replies_throttled) = inner
+            .replies
+            .get(connector)
+            .map(|(attempts, held)| (recent(attempts), recent(held)))
+            .unwrap_or((0, 0));
         ConnectorPressure {
             requests,
             rate_limited_share: (requests > 0)
                 .then(|| f64::from(limited.min(requests)) / f64::from(requests)),
             refused,
+            reply_attempts,
+            replies_throttled,
         }
     }
 
@@ -272,7 +303,13 @@ mod tests {
         rates.refused_at("webchat:site", "rate_limited", base);
         rates.refused_at("webchat:site", "oversize", base);
         rates.refused_at("app:shop", "rate_limited", base);
+        rates.reply_attempt_at("webchat:site", false, base);
+        rates.reply_attempt_at("webchat:site", true, base);
         let pressure = rates.pressure_at("webchat:site", base + 60_000);
+        assert_eq!(
+            (pressure.reply_attempts, pressure.replies_throttled),
+            (2, 1)
+        );
         assert_eq!(pressure.requests, 3);
         assert_eq!(pressure.refused["rate_limited"], 1);
         assert_eq!(pressure.refused["oversize"], 1);

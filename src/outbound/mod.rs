@@ -462,9 +462,19 @@ impl Dispatcher {
             .build();
         let mut attempt = 1;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Outcome::Interrupted,
-                _ = target.outbound.until_ready() => {}
+            // Taking a permit when one is free, else waiting: the wait is what the console
+            // shows as the outbound limiter's saturation.
+            let throttled = target.outbound.check().is_err();
+            if let Some(observer) = &self.observer {
+                observer
+                    .rates
+                    .reply_attempt(&format!("{kind}:{id}"), throttled);
+            }
+            if throttled {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Outcome::Interrupted,
+                    _ = target.outbound.until_ready() => {}
+                }
             }
             let result = target.connector.deliver(reply, &recipient).await;
             match result {

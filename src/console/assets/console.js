@@ -107,16 +107,17 @@ function describeStatus(status) {
   return Object.entries(status).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
 }
 
-// Share of the last 5 minutes' requests refused as rate limited.
+// Share of the last 5 minutes' requests refused as rate limited, and replies the outbound
+// limit held back.
 function describeShare(pressure) {
-  if (pressure.rate_limited_share == null) return "—";
-  return `${Math.round(pressure.rate_limited_share * 100)}%`;
+  const inbound = pressure.rate_limited_share == null ? "—" : `${Math.round(pressure.rate_limited_share * 100)}%`;
+  return pressure.replies_throttled ? `${inbound} (${pressure.replies_throttled} replies held)` : inbound;
 }
 
 function describePressure(c) {
   const p = c.pressure;
   const refused = Object.entries(p.refused).map(([reason, n]) => `${reason} ${n}`).join(", ") || "none refused";
-  return `last 5 min: ${p.requests} requests, ${refused}; limits ${c.limits.inbound_per_second}/s (burst ${c.limits.inbound_burst}), ${c.limits.per_user_per_minute}/min per user`;
+  return `last 5 min: ${p.requests} requests, ${refused}; ${p.reply_attempts} replies, ${p.replies_throttled} held by the outbound limit; limits ${c.limits.inbound_per_second}/s (burst ${c.limits.inbound_burst}), ${c.limits.per_user_per_minute}/min per user, ${c.limits.outbound_per_second} replies/s`;
 }
 
 // ---- Links --------------------------------------------------------------------------------
@@ -128,7 +129,7 @@ async function refreshLinks() {
     el("td", {}, c.path),
     el("td", {}, c.traffic ? ago(c.traffic.last_message_ms) : "none yet"),
     el("td", { class: "num" }, String(c.traffic ? c.traffic.last_5_minutes : 0)),
-    el("td", { class: `num pressure${c.pressure.rate_limited_share ? " warn" : ""}`, title: describePressure(c) }, describeShare(c.pressure)),
+    el("td", { class: `num pressure${c.pressure.rate_limited_share || c.pressure.replies_throttled ? " warn" : ""}`, title: describePressure(c) }, describeShare(c.pressure)),
     el("td", { class: "hint" }, describeStatus(c.status)))));
   $("#breakers").replaceChildren(...(links.breakers.length ? links.breakers.map((b) => el("tr", { dataset: { breaker: b.name, state: b.state } },
     el("td", {}, b.name),
