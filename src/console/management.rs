@@ -10,6 +10,7 @@ use std::time::Duration;
 use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use reqwest::Url;
 use serde::Deserialize;
+use switchboard_sdk::Secret;
 
 use crate::config::BrokerConfig;
 
@@ -58,7 +59,8 @@ pub enum ManagementError {
 pub struct Management {
     base: Url,
     user: String,
-    password: String,
+    /// Kept out of `Debug`.
+    password: Secret,
     vhost: String,
     http: reqwest::Client,
 }
@@ -106,7 +108,7 @@ impl Management {
         Ok(Self {
             base,
             user,
-            password,
+            password: Secret::new(password),
             vhost,
             http,
         })
@@ -152,7 +154,7 @@ impl Management {
         let response = self
             .http
             .get(url)
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose()))
             .send()
             .await
             .map_err(|e| ManagementError::Unreachable(e.without_url().to_string()))?;
@@ -175,7 +177,6 @@ fn decode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchboard_sdk::Secret;
 
     fn broker(amqp: &str, management: &str) -> BrokerConfig {
         BrokerConfig {
@@ -192,7 +193,11 @@ mod tests {
             "http://rabbit:15672",
         ))
         .unwrap();
-        assert_eq!((m.user.as_str(), m.password.as_str()), ("ops", "s@cret"));
+        assert_eq!((m.user.as_str(), m.password.expose()), ("ops", "s@cret"));
+        assert!(
+            !format!("{m:?}").contains("s@cret"),
+            "the password stays out of logs"
+        );
         assert_eq!(m.vhost, "shop/cn");
 
         let m = Management::from_config(&broker(
@@ -200,7 +205,7 @@ mod tests {
             "https://admin:other@rabbit:15671/mgmt/",
         ))
         .unwrap();
-        assert_eq!((m.user.as_str(), m.password.as_str()), ("admin", "other"));
+        assert_eq!((m.user.as_str(), m.password.expose()), ("admin", "other"));
         assert_eq!(m.vhost, "/");
         assert_eq!(m.base.as_str(), "https://rabbit:15671/mgmt/");
 
