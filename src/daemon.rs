@@ -120,6 +120,7 @@ impl Reloader {
             sink,
             self.request_timeout,
             self.metrics.clone(),
+            self.observer.clone(),
         );
         self.pipeline.set_user_limits(
             &connectors
@@ -471,6 +472,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             spool: spool.clone(),
             metrics: metrics.clone(),
             observer: observer.clone(),
+            pipeline: pipeline.clone(),
             live: live.clone(),
             view: console_view.clone(),
             kv: console_kv,

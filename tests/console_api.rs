@@ -1,7 +1,10 @@
 //! The console's admin API against the real binary and RabbitMQ: the admin token guards
 //! every endpoint but `/healthz`; links, queues, the live tail, try-it, replies, dead
 //! letters (list, show, replay with a fixed body, discard, audit events), statistics with
-//! CSV, the spool; and the CLI twins (`tap`, `dead`, `spool`) against the same daemon.
+//! CSV, the spool; and the CLI twins (`tap`, `dead`, `spool`) against the same daemon. Also
+//! unacked counts and message ages from RabbitMQ's management API, rate-limit pressure and
+//! an open tier lookup breaker on the links, and a reply to a connector not configured:
+//! dead-lettered, then replayed unchanged once the connector is added (SIGHUP), delivered.
 
 mod common;
 mod console_support;
@@ -418,4 +421,343 @@ fn run_cli(args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// The claims queue's row of `GET /api/queues`.
+async fn queue_row(daemon: &Daemon, queue: &str) -> Value {
+    let queues = json_of(&daemon.admin_url("/api/queues")).await;
+    queues["queues"]
+        .as_array()
+        .expect("queues")
+        .iter()
+        .find(|q| q["name"] == queue)
+        .cloned()
+        .unwrap_or_else(|| panic!("no row for {queue}: {queues}"))
+}
+
+#[tokio::test]
+async fn queues_show_unacked_counts_and_the_oldest_age_from_the_management_api() {
+    let prefix = unique_prefix("console-mgmt");
+    let scratch = Scratch::new(&prefix);
+    let setup = Setup::new(&prefix);
+    let plain = setup.config(&scratch.0);
+    let with_management = plain.replace(
+        "reconnect_max_ms = 1000\n",
+        "reconnect_max_ms = 1000\nmanagement_url = \"http://127.0.0.1:15672\"\n",
+    );
+    assert_ne!(plain, with_management);
+    let daemon = Daemon::start(&scratch.0, &with_management);
+    daemon.wait_broker().await;
+    let claims = setup.queue("claims");
+    let http = reqwest::Client::new();
+
+    // Two messages for the claims helpdesk; it takes one and has not acked it yet.
+    for (id, user) in [("m-1", "u-1"), ("m-2", "u-2")] {
+        let (status, _) = post_signed(&http, &daemon, text_message(id, user, "damaged")).await;
+        assert_eq!(status, 200);
+    }
+    let conn = amqp().await;
+    let helpdesk = conn.create_channel().await.unwrap();
+    helpdesk
+        .basic_qos(1, lapin::options::BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = helpdesk
+        .basic_consume(
+            claims.as_str().into(),
+            "console-test-helpdesk".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let held = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut consumer))
+        .await
+        .expect("a message for the helpdesk")
+        .expect("consumer open")
+        .expect("a delivery");
+
+    // The management API refreshes its figures every few seconds.
+    let row = wait_for("unacked 1 and the oldest age", WAIT, || async {
+        let row = queue_row(&daemon, &claims).await;
+        (row["unacked"] == 1 && row["oldest_age_secs"].is_u64() && row["management"]["ready"] == 1)
+            .then_some(row)
+    })
+    .await;
+    assert_eq!(row["ready"], 1, "the passive declare agrees: {row}");
+    assert_eq!(row["consumers"], 1, "{row}");
+    assert_eq!(row["management"]["consumers"], 1, "{row}");
+    assert!(row["management_error"].is_null(), "{row}");
+    let age = row["oldest_age_secs"].as_u64().unwrap();
+    assert!(age < WAIT.as_secs() + 5, "published moments ago: {row}");
+    let head = row["management"]["head_message_timestamp"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        head.abs_diff(now() as u64) < WAIT.as_secs() + 5,
+        "the head message's timestamp is unix seconds: {row}"
+    );
+
+    // Once both are handled the queue holds nothing, so there is no age.
+    held.ack(lapin::options::BasicAckOptions::default())
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut consumer))
+        .await
+        .expect("the second message")
+        .expect("consumer open")
+        .expect("a delivery");
+    second
+        .ack(lapin::options::BasicAckOptions::default())
+        .await
+        .unwrap();
+    wait_for("an empty queue without an age", WAIT, || async {
+        let row = queue_row(&daemon, &claims).await;
+        (row["management"]["ready"] == 0 && row["unacked"] == 0 && row["oldest_age_secs"].is_null())
+            .then_some(())
+    })
+    .await;
+    let _ = helpdesk.close(200, "done".into()).await;
+
+    // A management URL nobody answers on: the figures are null with the reason, the
+    // passive declare's still there. A reload applies it.
+    let config_path = scratch.0.join("switchboard.toml");
+    std::fs::write(
+        &config_path,
+        plain.replace(
+            "reconnect_max_ms = 1000\n",
+            "reconnect_max_ms = 1000\nmanagement_url = \"http://127.0.0.1:9\"\n",
+        ),
+    )
+    .unwrap();
+    let reloaded = http.post(daemon.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200, "{}", reloaded.text().await.unwrap());
+    let row = queue_row(&daemon, &claims).await;
+    assert!(
+        row["unacked"].is_null() && row["oldest_age_secs"].is_null(),
+        "{row}"
+    );
+    assert!(
+        row["management_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("management API unreachable"),
+        "{row}"
+    );
+    assert_eq!(row["consumers"], 0, "{row}");
+
+    // Without it: the same, saying it is not set.
+    std::fs::write(&config_path, &plain).unwrap();
+    let reloaded = http.post(daemon.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let row = queue_row(&daemon, &claims).await;
+    assert_eq!(
+        row["management_error"], "broker.management_url is not set",
+        "{row}"
+    );
+    assert!(
+        row["unacked"].is_null() && row["management"].is_null(),
+        "{row}"
+    );
+    assert!(row["ready"].is_u64(), "{row}");
+
+    drop(daemon);
+    let _ = conn.close(200, "done".into()).await;
+    cleanup(&prefix, &[claims, setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn links_show_rate_limiting_and_an_open_tier_lookup_breaker() {
+    let prefix = unique_prefix("console-breaker");
+    let scratch = Scratch::new(&prefix);
+    let mut setup = Setup::new(&prefix);
+    setup.per_user_per_minute = 1;
+    // A CRM on a port nothing listens on: every lookup fails at once.
+    let config = setup.config(&scratch.0).replace(
+        "customers = { \"app:shop:u-vip\" = \"vip\" }\n",
+        "customers = { \"app:shop:u-vip\" = \"vip\" }\nsource = \"http\"\n\n\
+         [tiers.http]\nurl = \"http://127.0.0.1:9/tier/{user}\"\nfailure_threshold = 2\n\
+         open_secs = 120\ncache_ttl_secs = 0\n",
+    );
+    assert!(config.contains("[tiers.http]"));
+    let daemon = Daemon::start(&scratch.0, &config);
+    daemon.wait_broker().await;
+    let http = reqwest::Client::new();
+
+    let links = json_of(&daemon.admin_url("/api/links")).await;
+    let breaker = &links["breakers"][0];
+    assert_eq!(breaker["name"], "tiers.http", "{links}");
+    assert_eq!(breaker["target"], "127.0.0.1:9");
+    assert_eq!(breaker["state"], "closed");
+    let shop = &links["connectors"][0];
+    assert_eq!(shop["limits"]["per_user_per_minute"], 1, "{shop}");
+    assert!(shop["pressure"]["rate_limited_share"].is_null(), "{shop}");
+
+    // u-1 twice (the second is over its limit), then u-2: two failed lookups open it.
+    let mut statuses = Vec::new();
+    for (id, user) in [("m-1", "u-1"), ("m-2", "u-1"), ("m-3", "u-2")] {
+        let (status, _) = post_signed(&http, &daemon, text_message(id, user, "hello")).await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 429, 200]);
+
+    let links = json_of(&daemon.admin_url("/api/links")).await;
+    let breaker = &links["breakers"][0];
+    assert_eq!(breaker["state"], "open", "{links}");
+    assert_eq!(breaker["failures"], 2);
+    assert_eq!(breaker["failure_threshold"], 2);
+    let reopens = breaker["half_open_in_secs"].as_u64().unwrap();
+    assert!((1..=120).contains(&reopens), "{breaker}");
+    let pressure = &links["connectors"][0]["pressure"];
+    assert_eq!(pressure["requests"], 3, "{pressure}");
+    assert_eq!(pressure["refused"]["rate_limited"], 1, "{pressure}");
+    let share = pressure["rate_limited_share"].as_f64().unwrap();
+    assert!((share - 1.0 / 3.0).abs() < 1e-9, "{pressure}");
+
+    // A reload starts the breaker closed again.
+    let reloaded = http.post(daemon.admin_url("/reload")).send().await.unwrap();
+    assert_eq!(reloaded.status(), 200);
+    let links = json_of(&daemon.admin_url("/api/links")).await;
+    assert_eq!(links["breakers"][0]["state"], "closed", "{links}");
+
+    drop(daemon);
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
+}
+
+#[tokio::test]
+async fn a_reply_to_a_missing_connector_is_replayed_once_the_connector_is_configured() {
+    let prefix = unique_prefix("console-unknown");
+    let scratch = Scratch::new(&prefix);
+    let (backend, webhook) = Backend::start().await;
+    let mut setup = Setup::new(&prefix);
+    setup.webhook_url = webhook.clone();
+    let config = setup.config(&scratch.0);
+    let daemon = Daemon::start(&scratch.0, &config);
+    daemon.wait_broker().await;
+    let conn = amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+    let events = events_queue(&channel, &prefix, "delivery.*").await;
+    let http = reqwest::Client::new();
+
+    // The helpdesk answers a conversation of app connector `outlet`, which this daemon
+    // does not have (yet).
+    let reply = json!({
+        "schema": "switchboard.reply.v1", "id": "r-outlet", "conversation_id": "app:outlet:u-7",
+        "content": {"type": "text", "text": "Your refund is on its way."},
+    });
+    publish_reply(&channel, &prefix, &reply).await;
+    let failed = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(failed.len(), 1, "a delivery event");
+    let event = &failed[0].body;
+    assert_eq!(event["kind"], "delivery.failed", "{event}");
+    assert_eq!(event["reason"], "unknown_connector");
+    assert_eq!(event["reply_id"], "r-outlet");
+    assert_eq!(event["data"]["dead_lettered"], true);
+    let dead = wait_for("the reply in the dead letters", WAIT, || async {
+        let list = json_of(&daemon.admin_url("/api/dead?reason=unknown_connector")).await;
+        (list["dead_letters"].as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    let letter = &dead["dead_letters"][0];
+    assert_eq!(
+        letter["error"], "no connector app:outlet is configured",
+        "{letter}"
+    );
+    let id = letter["id"].as_str().unwrap().to_owned();
+
+    // Replayed before the fix, it comes straight back (and is not taken for a duplicate).
+    let response = http
+        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let again = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(
+        again[0].body["reason"], "unknown_connector",
+        "{:?}",
+        again[0].body
+    );
+    let dead = wait_for("the reply back in the dead letters", WAIT, || async {
+        let list = json_of(&daemon.admin_url("/api/dead?reason=unknown_connector")).await;
+        (list["dead_letters"].as_array()?.len() == 1).then_some(list)
+    })
+    .await;
+    let id = dead["dead_letters"][0]["id"].as_str().unwrap().to_owned();
+
+    // The operator adds the connector and reloads (SIGHUP).
+    let fixed = format!(
+        "{config}\n[[connectors.app]]\nid = \"outlet\"\nsigning_key = \"{APP_KEY}\"\n\n\
+         [connectors.app.webhook]\nurl = \"{webhook}\"\ntimeout_ms = 2000\n\n\
+         [connectors.app.limits]\noutbound_per_second = 1\noutbound_burst = 1\n"
+    );
+    std::fs::write(scratch.0.join("switchboard.toml"), fixed).unwrap();
+    signal(daemon.pid(), "HUP");
+    wait_for("the new connector in force", WAIT, || async {
+        let links = json_of(&daemon.admin_url("/api/links")).await;
+        links["connectors"]
+            .as_array()?
+            .iter()
+            .any(|c| c["path"] == "/app/outlet")
+            .then_some(())
+    })
+    .await;
+
+    // Replayed unchanged, it is delivered.
+    let response = http
+        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    wait_for("the replayed reply at the app backend", WAIT, || async {
+        backend
+            .received()
+            .iter()
+            .any(|r| r["reply"]["id"] == "r-outlet")
+            .then_some(())
+    })
+    .await;
+    let succeeded = take(&conn, &events, 1, WAIT).await;
+    assert_eq!(
+        succeeded[0].body["kind"], "delivery.succeeded",
+        "{:?}",
+        succeeded[0].body
+    );
+    assert_eq!(succeeded[0].body["reply_id"], "r-outlet");
+    let list = json_of(&daemon.admin_url("/api/dead")).await;
+    assert_eq!(list["total"], 0, "{list}");
+
+    // Two more replies at once through its one-per-second outbound limiter: the second
+    // waits, which the links show as the limiter's saturation.
+    for id in ["r-outlet-2", "r-outlet-3"] {
+        let mut next = reply.clone();
+        next["id"] = json!(id);
+        publish_reply(&channel, &prefix, &next).await;
+    }
+    wait_for("both replies at the app backend", WAIT, || async {
+        let received = backend.received();
+        ["r-outlet-2", "r-outlet-3"]
+            .iter()
+            .all(|id| received.iter().any(|r| r["reply"]["id"] == *id))
+            .then_some(())
+    })
+    .await;
+    let links = json_of(&daemon.admin_url("/api/links")).await;
+    let outlet = links["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["path"] == "/app/outlet")
+        .unwrap()
+        .clone();
+    assert_eq!(outlet["pressure"]["reply_attempts"], 3, "{outlet}");
+    let throttled = outlet["pressure"]["replies_throttled"].as_u64().unwrap();
+    assert!((1..=2).contains(&throttled), "{outlet}");
+
+    drop(daemon);
+    let _ = conn.close(200, "done".into()).await;
+    cleanup(&prefix, &[setup.queue("claims"), setup.queue("general")]).await;
 }

@@ -141,6 +141,9 @@ pub struct BrokerConfig {
     pub heartbeat_secs: u16,
     /// HMAC signatures on every published message; none when absent.
     pub signing: Option<SigningConfig>,
+    /// RabbitMQ's management HTTP API (`http://127.0.0.1:15672`), read by the console for
+    /// unacked counts and message ages; credentials in the URL, else the AMQP URL's.
+    pub management_url: Option<Secret>,
 }
 
 /// `[broker.signing]`: the key every published message is signed with, and the previous
@@ -189,6 +192,7 @@ impl Default for BrokerConfig {
             stable_after_secs: 30,
             heartbeat_secs: 15,
             signing: None,
+            management_url: None,
         }
     }
 }

@@ -133,6 +133,17 @@ fn broker(broker: &BrokerConfig, problems: &mut Problems) {
             "must be greater than 0 and at most broker.reconnect_max_ms",
         );
     }
+    if let Some(url) = &broker.management_url {
+        let usable = reqwest::Url::parse(url.expose())
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+        if !usable {
+            push(
+                problems,
+                "broker.management_url",
+                "must be an http:// or https:// URL",
+            );
+        }
+    }
 }
 
 fn redis_section(redis: &RedisConfig, problems: &mut Problems) {

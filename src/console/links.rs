@@ -1,4 +1,5 @@
-//! `GET /api/links`: connectors with their recent traffic, the broker link, Redis, the spool.
+//! `GET /api/links`: connectors with their recent traffic and how close they run to their
+//! rate limits, the lookups' circuit breakers, the broker link, Redis, the spool.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -12,11 +13,19 @@ pub(super) async fn links(State(state): State<ConsoleState>) -> Response {
     for c in live.connectors.values() {
         let (kind, id) = (c.connector.kind(), c.connector.id());
         let key = format!("{kind}:{id}");
+        let limits = c.connector.limits();
         connectors.push(json!({
             "kind": kind,
             "id": id,
             "path": format!("/{kind}/{id}"),
             "traffic": state.observer.rates.connector(&key),
+            "limits": {
+                "inbound_per_second": limits.inbound_per_second,
+                "inbound_burst": limits.inbound_burst,
+                "per_user_per_minute": limits.per_user_per_minute,
+                "outbound_per_second": limits.outbound_per_second,
+            },
+            "pressure": state.observer.rates.pressure(&key),
             "status": c.connector.status().await,
         }));
     }
@@ -36,6 +45,7 @@ pub(super) async fn links(State(state): State<ConsoleState>) -> Response {
     };
     axum::Json(json!({
         "connectors": connectors,
+        "breakers": state.pipeline.policy().breakers(),
         "broker": broker,
         "redis": redis,
         "spool": super::spool_json(&state),

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod client;
 mod dead;
 mod links;
+pub mod management;
 mod queues;
 mod tap;
 mod try_it;
@@ -32,14 +33,17 @@ use crate::metrics::Metrics;
 use crate::observe::Observer;
 use crate::observe::stats;
 use crate::spool::LocalStore;
+use management::{Management, ManagementError};
 
 /// What of the config the console shows; replaced on reload.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct View {
     /// Agent queues.
     pub queues: Vec<QueueConfig>,
     /// Overflow rules.
     pub overflow: Vec<OverflowConfig>,
+    /// The broker's management API, or why there is none.
+    pub management: Arc<Result<Management, ManagementError>>,
 }
 
 impl View {
@@ -48,6 +52,7 @@ impl View {
         Self {
             queues: config.queues.clone(),
             overflow: config.routing.overflow.clone(),
+            management: Arc::new(Management::from_config(&config.broker)),
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct ConsoleState {
     pub metrics: Arc<Metrics>,
     /// Tail, rates and statistics.
     pub observer: Arc<Observer>,
+    /// The inbound pipeline (its policy's circuit breakers).
+    pub pipeline: Arc<crate::pipeline::Pipeline>,
     /// The connectors in force.
     pub live: Arc<ArcSwap<LiveSet>>,
     /// Queues and overflow rules in force.

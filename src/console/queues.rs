@@ -1,5 +1,6 @@
-//! `GET /api/queues`: every agent queue with its broker counts (a passive declare), its
-//! overflow rule, and the last hour's inbound rate by channel from the daemon's counters.
+//! `GET /api/queues`: every agent queue with its broker counts (a passive declare), what
+//! the management API adds when configured (unacked, oldest message's age), its overflow
+//! rule, and the last hour's inbound rate by channel from the daemon's counters.
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,12 @@ pub(super) async fn queues(State(state): State<ConsoleState>) -> Response {
     let view = state.view.load_full();
     let routes = state.observer.rates.routes();
     let live = state.broker.live();
+    let names: Vec<String> = view.queues.iter().map(|q| q.name.clone()).collect();
+    let management = match view.management.as_ref() {
+        Ok(management) => management.queues(&names).await.map_err(|e| e.to_string()),
+        Err(err) => Err(err.to_string()),
+    };
+    let now_secs = crate::durable::now_ms() / 1000;
     let mut channel = None;
     let mut out = Vec::new();
     for queue in &view.queues {
@@ -64,12 +71,30 @@ pub(super) async fn queues(State(state): State<ConsoleState>) -> Response {
         }
         let overflow = view.overflow.iter().find(|o| o.queue == queue.name);
         let ready = counts.as_ref().ok().map(|c| c.0);
+        let stats = match &management {
+            Ok(all) => all
+                .get(&queue.name)
+                .ok_or_else(|| "not known to the management API".to_owned()),
+            Err(err) => Err(err.clone()),
+        };
+        let sampled = stats.as_ref().ok();
         out.push(json!({
             "name": queue.name,
             "bindings": queue.bindings,
             "ready": ready,
             "consumers": counts.as_ref().ok().map(|c| c.1),
             "error": counts.as_ref().err(),
+            "unacked": sampled.and_then(|s| s.messages_unacknowledged),
+            "oldest_age_secs": sampled
+                .and_then(|s| s.head_message_timestamp)
+                .map(|at| now_secs.saturating_sub(at)),
+            "management": sampled.map(|s| json!({
+                "ready": s.messages_ready,
+                "unacked": s.messages_unacknowledged,
+                "consumers": s.consumers,
+                "head_message_timestamp": s.head_message_timestamp,
+            })),
+            "management_error": stats.as_ref().err(),
             "overflow": overflow.map(|o| json!({
                 "ready_above": o.ready_above,
                 "queue_key": o.queue_key,
@@ -84,9 +109,6 @@ pub(super) async fn queues(State(state): State<ConsoleState>) -> Response {
     axum::Json(json!({
         "queues": out,
         "minutes": MINUTES,
-        // AMQP tells ready messages and consumers; unacked counts and message ages need
-        // the management plugin, which the daemon does not require.
-        "unacked": "not available over AMQP",
     }))
     .into_response()
 }

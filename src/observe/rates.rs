@@ -1,7 +1,8 @@
 //! Per-minute counters of the last hour, kept in memory: enough to draw a rate chart per
-//! agent queue and to tell which connectors saw traffic lately, without outside monitoring.
+//! agent queue, to tell which connectors saw traffic lately, and how close each connector
+//! runs to its rate limits, without outside monitoring.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -72,11 +73,35 @@ pub struct ConnectorTraffic {
     pub last_5_minutes: u32,
 }
 
+/// How one connector's requests and replies fared in the last 5 minutes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConnectorPressure {
+    /// Requests that reached the connector's gate.
+    pub requests: u32,
+    /// Of those, refused, by reason (`rate_limited`, `oversize`, ...).
+    pub refused: BTreeMap<String, u32>,
+    /// Share of requests refused as `rate_limited` (0 to 1), `None` without requests.
+    pub rate_limited_share: Option<f64>,
+    /// Reply sending attempts.
+    pub reply_attempts: u32,
+    /// Of those, held back by the connector's outbound limiter before going out.
+    pub replies_throttled: u32,
+}
+
 #[derive(Default)]
 struct Inner {
     routes: HashMap<(String, String), Series>,
     connectors: HashMap<String, (u64, Series)>,
+    /// Requests per connector `kind:id`.
+    requests: HashMap<String, Series>,
+    /// Refusals per connector and reason; reasons are the SDK's fixed set.
+    refusals: HashMap<(String, String), Series>,
+    /// Reply attempts per connector, and those the outbound limiter held back.
+    replies: HashMap<String, (Series, Series)>,
 }
+
+/// Minutes a connector's pressure looks back.
+const PRESSURE_MINUTES: usize = 5;
 
 /// The counters.
 #[derive(Default)]
@@ -118,6 +143,90 @@ impl Rates {
             .or_insert_with(|| (now, Series::new()));
         entry.0 = now;
         entry.1.add(minute_of(now));
+    }
+
+    /// Counts a request reaching connector `kind:id`'s gate, now.
+    pub fn request(&self, connector: &str) {
+        self.request_at(connector, crate::durable::now_ms());
+    }
+
+    fn request_at(&self, connector: &str, now_ms: u64) {
+        let mut inner = self.lock();
+        // Connector keys come from config, so the map stays small.
+        inner
+            .requests
+            .entry(connector.to_owned())
+            .or_insert_with(Series::new)
+            .add(minute_of(now_ms));
+    }
+
+    /// Counts a request connector `kind:id` refused with `reason`, now.
+    pub fn refused(&self, connector: &str, reason: &str) {
+        self.refused_at(connector, reason, crate::durable::now_ms());
+    }
+
+    fn refused_at(&self, connector: &str, reason: &str, now_ms: u64) {
+        let mut inner = self.lock();
+        inner
+            .refusals
+            .entry((connector.to_owned(), reason.to_owned()))
+            .or_insert_with(Series::new)
+            .add(minute_of(now_ms));
+    }
+
+    /// Counts an attempt to send a reply through connector `kind:id`, now; `throttled` when
+    /// its outbound limiter made it wait.
+    pub fn reply_attempt(&self, connector: &str, throttled: bool) {
+        self.reply_attempt_at(connector, throttled, crate::durable::now_ms());
+    }
+
+    fn reply_attempt_at(&self, connector: &str, throttled: bool, now_ms: u64) {
+        let mut inner = self.lock();
+        let (attempts, held) = inner
+            .replies
+            .entry(connector.to_owned())
+            .or_insert_with(|| (Series::new(), Series::new()));
+        attempts.add(minute_of(now_ms));
+        if throttled {
+            held.add(minute_of(now_ms));
+        }
+    }
+
+    /// Connector `kind:id`'s requests, refusals and replies of the last 5 minutes.
+    pub fn pressure(&self, connector: &str) -> ConnectorPressure {
+        self.pressure_at(connector, crate::durable::now_ms())
+    }
+
+    fn pressure_at(&self, connector: &str, now_ms: u64) -> ConnectorPressure {
+        let now = minute_of(now_ms);
+        let recent = |series: &Series| -> u32 {
+            series.history(now)[MINUTES - PRESSURE_MINUTES..]
+                .iter()
+                .sum()
+        };
+        let inner = self.lock();
+        let requests = inner.requests.get(connector).map(recent).unwrap_or(0);
+        let refused: BTreeMap<String, u32> = inner
+            .refusals
+            .iter()
+            .filter(|((c, _), _)| c == connector)
+            .map(|((_, reason), series)| (reason.clone(), recent(series)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        let limited = refused.get("rate_limited").copied().unwrap_or(0);
+        let (reply_attempts, replies_throttled) = inner
+            .replies
+            .get(connector)
+            .map(|(attempts, held)| (recent(attempts), recent(held)))
+            .unwrap_or((0, 0));
+        ConnectorPressure {
+            requests,
+            rate_limited_share: (requests > 0)
+                .then(|| f64::from(limited.min(requests)) / f64::from(requests)),
+            refused,
+            reply_attempts,
+            replies_throttled,
+        }
     }
 
     /// Every route's last hour.
@@ -176,5 +285,37 @@ mod tests {
         assert_eq!(history.per_minute.iter().sum::<u32>(), 2);
         assert_eq!(history.per_minute[MINUTES - 1], 1);
         assert!(rates.routes_at(base + 3 * 60 * 60_000).is_empty());
+    }
+
+    #[test]
+    fn pressure_counts_the_last_five_minutes_of_one_connector() {
+        let rates = Rates::default();
+        let base = 2_000 * 60_000;
+        assert_eq!(
+            rates.pressure_at("webchat:site", base).rate_limited_share,
+            None
+        );
+        for _ in 0..3 {
+            rates.request_at("webchat:site", base);
+        }
+        rates.request_at("webchat:site", base - 10 * 60_000);
+        rates.request_at("app:shop", base);
+        rates.refused_at("webchat:site", "rate_limited", base);
+        rates.refused_at("webchat:site", "oversize", base);
+        rates.refused_at("app:shop", "rate_limited", base);
+        rates.reply_attempt_at("webchat:site", false, base);
+        rates.reply_attempt_at("webchat:site", true, base);
+        let pressure = rates.pressure_at("webchat:site", base + 60_000);
+        assert_eq!(
+            (pressure.reply_attempts, pressure.replies_throttled),
+            (2, 1)
+        );
+        assert_eq!(pressure.requests, 3);
+        assert_eq!(pressure.refused["rate_limited"], 1);
+        assert_eq!(pressure.refused["oversize"], 1);
+        assert_eq!(pressure.rate_limited_share, Some(1.0 / 3.0));
+        // Five minutes on, all of it is out of the window.
+        let later = rates.pressure_at("webchat:site", base + 5 * 60_000);
+        assert_eq!(later, ConnectorPressure::default());
     }
 }

@@ -92,6 +92,16 @@ enum Settle {
     Requeue,
 }
 
+/// How sending a reply ended.
+enum Outcome {
+    /// Sent or failed for good: the event to report.
+    Reported(Box<Event>),
+    /// Shutdown came before an outcome.
+    Interrupted,
+    /// No connector of the conversation's kind and id is configured (the text says which).
+    UnknownConnector(String),
+}
+
 impl Dispatcher {
     /// A dispatcher; nothing runs until [`Dispatcher::run`].
     #[allow(clippy::too_many_arguments)]
@@ -287,10 +297,16 @@ impl Dispatcher {
         };
 
         let event = match self.deliver(&reply, &conversation, shutdown).await {
-            Some(event) => event,
-            None => {
+            Outcome::Reported(event) => *event,
+            Outcome::Interrupted => {
                 self.claims.release(&reply.id, &token).await;
                 return Settle::Requeue;
+            }
+            Outcome::UnknownConnector(text) => {
+                // Not sent, so not done: once the operator configures the connector, a
+                // replay of the dead letter must be sent rather than taken for a duplicate.
+                self.claims.release(&reply.id, &token).await;
+                return self.unknown_connector(delivery, &reply, text).await;
             }
         };
         let recorded = serde_json::to_string(&event).unwrap_or_default();
@@ -418,14 +434,13 @@ impl Dispatcher {
         Settle::Ack
     }
 
-    /// Sends with retries; the event to report, or None when shutdown interrupted it before
-    /// an outcome.
+    /// Sends with retries.
     async fn deliver(
         &self,
         reply: &Reply,
         conversation: &ConversationId,
         shutdown: &CancellationToken,
-    ) -> Option<Event> {
+    ) -> Outcome {
         let (kind, id) = (
             conversation.kind.as_str(),
             conversation.connector_id.as_str(),
@@ -434,14 +449,7 @@ impl Dispatcher {
         let Some(target) = live.connector(kind, id) else {
             // Label values come from config only, never from what a helpdesk wrote.
             Metrics::count(&self.metrics.deliveries, "unknown", "unknown", "failed");
-            return Some(self.failed_event(
-                reply,
-                &DeliveryError::Permanent {
-                    code: "unknown_connector".into(),
-                    text: format!("no connector {kind}:{id} is configured"),
-                },
-                "unknown_connector",
-            ));
+            return Outcome::UnknownConnector(format!("no connector {kind}:{id} is configured"));
         };
         let recipient = Recipient {
             conversation: conversation.clone(),
@@ -454,9 +462,19 @@ impl Dispatcher {
             .build();
         let mut attempt = 1;
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return None,
-                _ = target.outbound.until_ready() => {}
+            // Taking a permit when one is free, else waiting: the wait is what the console
+            // shows as the outbound limiter's saturation.
+            let throttled = target.outbound.check().is_err();
+            if let Some(observer) = &self.observer {
+                observer
+                    .rates
+                    .reply_attempt(&format!("{kind}:{id}"), throttled);
+            }
+            if throttled {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Outcome::Interrupted,
+                    _ = target.outbound.until_ready() => {}
+                }
             }
             let result = target.connector.deliver(reply, &recipient).await;
             match result {
@@ -465,7 +483,7 @@ impl Dispatcher {
                     tracing::info!(channel = kind, connector = id, reply_id = %reply.id, attempt, "reply delivered");
                     let mut event = self.event("delivery.succeeded", reply);
                     event.channel_message_id = delivered.channel_message_id;
-                    return Some(event);
+                    return Outcome::Reported(Box::new(event));
                 }
                 Err(err) if err.is_retryable() && attempt < self.config.max_attempts => {
                     Metrics::count(&self.metrics.deliveries, kind, id, "retried");
@@ -476,7 +494,7 @@ impl Dispatcher {
                     tracing::warn!(channel = kind, connector = id, reply_id = %reply.id, attempt, error = %err, ?wait, "reply delivery failed, will retry");
                     attempt += 1;
                     tokio::select! {
-                        _ = shutdown.cancelled() => return None,
+                        _ = shutdown.cancelled() => return Outcome::Interrupted,
                         _ = tokio::time::sleep(wait) => {}
                     }
                 }
@@ -488,10 +506,29 @@ impl Dispatcher {
                         "permanent"
                     };
                     tracing::warn!(channel = kind, connector = id, reply_id = %reply.id, attempt, error = %err, "reply not delivered");
-                    return Some(self.failed_event(reply, &err, reason));
+                    return Outcome::Reported(Box::new(self.failed_event(reply, &err, reason)));
                 }
             }
         }
+    }
+
+    /// A reply to a connector that is not configured: the helpdesk hears `delivery.failed`
+    /// and the reply goes to the dead letters, from where the operator replays it once the
+    /// connector is configured (a config mistake, not the reply's, is the usual cause).
+    async fn unknown_connector(&self, delivery: &Delivery, reply: &Reply, text: String) -> Settle {
+        let mut event = self.event("delivery.failed", reply);
+        event.reason = Some("unknown_connector".to_owned());
+        event.code = Some("unknown_connector".to_owned());
+        event.retryable = Some(false);
+        event.text = Some(text.clone());
+        event.data.insert("dead_lettered".into(), true.into());
+        tracing::warn!(reply_id = %reply.id, error = %text, "reply to an unknown connector");
+        // The event first: if it cannot be published, nothing has happened yet and the
+        // redelivery starts over. (The statistics count the dead letter.)
+        if self.publish_event(event).await.is_err() {
+            return Settle::Requeue;
+        }
+        self.dead_letter(delivery, "unknown_connector", &text).await
     }
 
     fn event(&self, kind: &str, reply: &Reply) -> Event {

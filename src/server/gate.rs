@@ -1,5 +1,6 @@
 //! What every connector route passes through: counting, the connector-wide rate limit, the
-//! body limit, and one log line and metric per refused request.
+//! body limit, and one log line and metric per refused request (also counted for the
+//! console's view of how close the connector runs to its limits).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use switchboard_sdk::{ChannelRef, ConnectorLimits, RejectReason, Rejection};
 use tracing::Instrument;
 
 use crate::metrics::{ConnectorLabels, ConnectorReasonLabels, Metrics};
+use crate::observe::Observer;
 use crate::request_id::RequestId;
 
 /// One connector's gate.
@@ -25,6 +27,9 @@ pub struct Gate {
     max_body_bytes: usize,
     request_timeout: Duration,
     metrics: Arc<Metrics>,
+    observer: Arc<Observer>,
+    /// `kind:id`, the observer's key.
+    connector: String,
 }
 
 impl Gate {
@@ -34,6 +39,7 @@ impl Gate {
         limits: &ConnectorLimits,
         request_timeout: Duration,
         metrics: Arc<Metrics>,
+        observer: Arc<Observer>,
     ) -> Self {
         let per_second = NonZeroU32::new(limits.inbound_per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.inbound_burst).unwrap_or(NonZeroU32::MIN);
@@ -46,6 +52,8 @@ impl Gate {
             max_body_bytes: limits.max_body_bytes,
             request_timeout,
             metrics,
+            observer,
+            connector: format!("{}:{}", channel.kind, channel.connector_id),
         }
     }
 
@@ -58,6 +66,9 @@ impl Gate {
                 reason: reason.as_str().to_owned(),
             })
             .inc();
+        self.observer
+            .rates
+            .refused(&self.connector, reason.as_str());
         tracing::info!(
             channel = %self.labels.channel,
             connector = %self.labels.connector,
@@ -71,6 +82,7 @@ impl Gate {
 /// The middleware.
 pub async fn gate(State(gate): State<Arc<Gate>>, request: Request<Body>, next: Next) -> Response {
     gate.metrics.requests.get_or_create(&gate.labels).inc();
+    gate.observer.rates.request(&gate.connector);
     if gate.limiter.check().is_err() {
         let rejection = Rejection {
             retry_after_secs: Some(1),

@@ -30,6 +30,7 @@ pub fn connector_router(
     sink: Arc<dyn InboundSink>,
     request_timeout: std::time::Duration,
     metrics: Arc<Metrics>,
+    observer: Arc<crate::observe::Observer>,
 ) -> Router {
     let mut router = Router::new();
     for connector in connectors {
@@ -38,7 +39,13 @@ pub fn connector_router(
             connector_id: connector.id().to_owned(),
         };
         let limits = connector.limits().clone();
-        let gate = gate::Gate::new(&channel, &limits, request_timeout, metrics.clone());
+        let gate = gate::Gate::new(
+            &channel,
+            &limits,
+            request_timeout,
+            metrics.clone(),
+            observer.clone(),
+        );
         let routes = connector
             .routes(Inbound::new(sink.clone(), channel.clone()))
             .layer(DefaultBodyLimit::max(limits.max_body_bytes))

@@ -85,6 +85,12 @@ function ago(ms) {
   return `${Math.round(secs / 3600)} h ago`;
 }
 
+function duration(secs) {
+  if (secs < 60) return `${secs} s`;
+  if (secs < 3600) return `${Math.floor(secs / 60)} min`;
+  return `${Math.floor(secs / 3600)} h ${Math.floor((secs % 3600) / 60)} min`;
+}
+
 function bytes(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
@@ -101,6 +107,19 @@ function describeStatus(status) {
   return Object.entries(status).map(([k, v]) => `${k}: ${typeof v === "object" ? JSON.stringify(v) : v}`).join(", ");
 }
 
+// Share of the last 5 minutes' requests refused as rate limited, and replies the outbound
+// limit held back.
+function describeShare(pressure) {
+  const inbound = pressure.rate_limited_share == null ? "—" : `${Math.round(pressure.rate_limited_share * 100)}%`;
+  return pressure.replies_throttled ? `${inbound} (${pressure.replies_throttled} replies held)` : inbound;
+}
+
+function describePressure(c) {
+  const p = c.pressure;
+  const refused = Object.entries(p.refused).map(([reason, n]) => `${reason} ${n}`).join(", ") || "none refused";
+  return `last 5 min: ${p.requests} requests, ${refused}; ${p.reply_attempts} replies, ${p.replies_throttled} held by the outbound limit; limits ${c.limits.inbound_per_second}/s (burst ${c.limits.inbound_burst}), ${c.limits.per_user_per_minute}/min per user, ${c.limits.outbound_per_second} replies/s`;
+}
+
 // ---- Links --------------------------------------------------------------------------------
 
 async function refreshLinks() {
@@ -110,7 +129,13 @@ async function refreshLinks() {
     el("td", {}, c.path),
     el("td", {}, c.traffic ? ago(c.traffic.last_message_ms) : "none yet"),
     el("td", { class: "num" }, String(c.traffic ? c.traffic.last_5_minutes : 0)),
+    el("td", { class: `num pressure${c.pressure.rate_limited_share || c.pressure.replies_throttled ? " warn" : ""}`, title: describePressure(c) }, describeShare(c.pressure)),
     el("td", { class: "hint" }, describeStatus(c.status)))));
+  $("#breakers").replaceChildren(...(links.breakers.length ? links.breakers.map((b) => el("tr", { dataset: { breaker: b.name, state: b.state } },
+    el("td", {}, b.name),
+    el("td", {}, b.target),
+    el("td", {}, el("span", { class: b.state === "closed" ? "up" : "down" }, b.state === "open" ? `open, half-open in ${b.half_open_in_secs} s` : b.state.replace("_", "-"))),
+    el("td", { class: "num" }, `${b.failures} / ${b.failure_threshold}`))) : [el("tr", {}, el("td", { colspan: 4, class: "hint" }, "none: no lookup configured has one"))]));
   const b = links.broker;
   const s = links.spool;
   const rows = [
@@ -165,13 +190,19 @@ async function refreshQueues() {
   $("#queue-rows").replaceChildren(...data.queues.map((q) => {
     Object.keys(q.rates_per_minute).forEach((c) => seen.add(c));
     const overflow = q.overflow ? `${q.overflow.overflowing ? "OVERFLOWING" : "ok"} above ${q.overflow.ready_above} → ${q.overflow.queue_key}` : "—";
-    return el("tr", { dataset: { queue: q.name, ready: q.ready ?? "" } },
+    const unknown = q.management_error || "";
+    return el("tr", { dataset: { queue: q.name, ready: q.ready ?? "", unacked: q.unacked ?? "", oldest: q.oldest_age_secs ?? "" } },
       el("td", { title: q.bindings.join(", ") }, q.name),
-      el("td", { class: "num" }, q.ready == null ? "?" : String(q.ready)),
-      el("td", { class: "num" }, q.consumers == null ? "?" : String(q.consumers)),
+      el("td", { class: "num", title: q.error || "" }, q.ready == null ? "?" : String(q.ready)),
+      el("td", { class: "num unacked", title: unknown }, q.unacked == null ? "?" : String(q.unacked)),
+      el("td", { class: "num", title: q.error || "" }, q.consumers == null ? "?" : String(q.consumers)),
+      el("td", { class: "num oldest", title: unknown }, q.oldest_age_secs == null ? (q.management ? "—" : "?") : duration(q.oldest_age_secs)),
       el("td", {}, overflow),
       el("td", {}, chart(q.rates_per_minute)));
   }));
+  // One reason for every "?" in the unacked and oldest columns, e.g. no management API.
+  const notes = [...new Set(data.queues.map((q) => q.management_error).filter(Boolean))];
+  $("#queue-note").textContent = notes.length ? `Unacked and oldest: ${notes.join("; ")}` : "";
   const legend = $("#legend");
   legend.replaceChildren(...[...seen].sort().map((c) => {
     const swatch = el("i");

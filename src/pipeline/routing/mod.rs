@@ -504,6 +504,12 @@ impl Policy {
         (&self.lexicon, &self.intents, &self.extractor)
     }
 
+    /// The circuit breakers of this policy's lookups (the hooks have none: each call is
+    /// bounded by the latency budget instead).
+    pub fn breakers(&self) -> Vec<tiers::BreakerState> {
+        self.tiers.breaker().into_iter().collect()
+    }
+
     /// Whether `tier` is one of `tiers.names`.
     pub fn knows_tier(&self, tier: &str) -> bool {
         self.tiers.names.iter().any(|name| name == tier)

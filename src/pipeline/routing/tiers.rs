@@ -61,6 +61,25 @@ struct Breaker {
     trial: bool,
 }
 
+/// A circuit breaker as the operator console shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BreakerState {
+    /// What it guards: `tiers.http`.
+    pub name: &'static str,
+    /// Host (and port) it calls.
+    pub target: String,
+    /// `closed`, `open` (calls skipped) or `half_open` (the next call is a trial).
+    pub state: &'static str,
+    /// Consecutive failures counted.
+    pub failures: u32,
+    /// Failures that open it.
+    pub failure_threshold: u32,
+    /// While open: seconds until it lets a trial call through (half-open).
+    pub half_open_in_secs: Option<u64>,
+    /// Seconds it stays open each time.
+    pub open_secs: u64,
+}
+
 /// What the breaker lets through now.
 #[derive(Debug, PartialEq, Eq)]
 enum Pass {
@@ -179,6 +198,14 @@ impl Tiers {
             customer_id: None,
             failed,
             outcome,
+        }
+    }
+
+    /// The CRM lookup's circuit breaker, when the source is HTTP.
+    pub fn breaker(&self) -> Option<BreakerState> {
+        match &self.source {
+            Source::Http(http) => Some(http.state()),
+            _ => None,
         }
     }
 
@@ -428,6 +455,36 @@ impl Http {
         *breaker = Breaker::default();
     }
 
+    fn state(&self) -> BreakerState {
+        let breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let (state, half_open_in) = match breaker.open_until {
+            None => ("closed", None),
+            Some(until) if now < until => ("open", Some(until - now)),
+            Some(_) => ("half_open", None),
+        };
+        let target = reqwest::Url::parse(&self.config.url)
+            .ok()
+            .and_then(|url| {
+                let host = url.host_str()?.to_owned();
+                Some(match url.port() {
+                    Some(port) => format!("{host}:{port}"),
+                    None => host,
+                })
+            })
+            .unwrap_or_default();
+        BreakerState {
+            name: "tiers.http",
+            target,
+            state,
+            failures: breaker.failures,
+            failure_threshold: self.config.failure_threshold,
+            // Rounded up, so an open breaker never reads 0 seconds.
+            half_open_in_secs: half_open_in.map(|d| d.as_millis().div_ceil(1000) as u64),
+            open_secs: self.config.open_secs,
+        }
+    }
+
     /// `Some(found)`, `None` for an unknown customer (404), or an error.
     async fn fetch(&self, url: &str) -> Result<Option<Found>, CrmError> {
         // The caller bounds the whole exchange, body included, with the configured timeout.
@@ -495,5 +552,47 @@ mod tests {
             None
         );
         assert_eq!(parse_record(b"", "tier", "customer_id"), None);
+    }
+}
+
+#[cfg(test)]
+mod breaker_tests {
+    use super::*;
+
+    #[test]
+    fn the_breaker_reads_closed_open_then_half_open() {
+        let config = TiersConfig {
+            source: TierSourceKind::Http,
+            http: Some(
+                toml::from_str(
+                    "url = \"http://crm.example:8080/tier/{user}\"\nfailure_threshold = 2\nopen_secs = 30",
+                )
+                .unwrap(),
+            ),
+            ..TiersConfig::default()
+        };
+        let tiers = Tiers::new(&config);
+        let Source::Http(http) = &tiers.source else {
+            panic!("an http source")
+        };
+        let state = tiers.breaker().unwrap();
+        assert_eq!((state.state, state.failures), ("closed", 0));
+        assert_eq!(state.target, "crm.example:8080");
+        http.failed(http.pass());
+        assert_eq!(tiers.breaker().unwrap().state, "closed");
+        http.failed(http.pass());
+        let state = tiers.breaker().unwrap();
+        assert_eq!((state.state, state.failures), ("open", 2));
+        assert!(
+            state
+                .half_open_in_secs
+                .is_some_and(|s| (29..=30).contains(&s))
+        );
+        // Once the open time is over the next lookup is a trial.
+        http.breaker.lock().unwrap().open_until = Some(Instant::now());
+        let state = tiers.breaker().unwrap();
+        assert_eq!((state.state, state.half_open_in_secs), ("half_open", None));
+        http.succeeded();
+        assert_eq!(tiers.breaker().unwrap().state, "closed");
     }
 }
