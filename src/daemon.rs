@@ -315,7 +315,11 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
             inbound: config.broker.inbound_exchange(),
             events: config.broker.events_exchange(),
         },
-        Duration::from_secs(config.pipeline.dedupe_ttl_secs),
+        crate::pipeline::dedupe::Claims::new(
+            shared.kv.clone(),
+            &instance,
+            Duration::from_secs(config.pipeline.dedupe_ttl_secs),
+        ),
         metrics.clone(),
     ));
     let observer = Arc::new(Observer::new(shared.kv.clone()));
@@ -404,6 +408,17 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
     reloader.apply_connectors(connectors);
 
     let core = TaskTracker::new();
+    // Beats until the very end, after in-flight requests are done, so no claim of this
+    // process is taken over while it is still being worked on. Only other instances read
+    // it: with memory-only state there are none.
+    if shared.shared {
+        let heartbeat = crate::liveness::Heartbeat::new(
+            shared.kv.clone(),
+            &instance,
+            crate::liveness::incarnation(),
+        );
+        core.spawn(heartbeat.run(stop_core.clone()));
+    }
     {
         let broker = broker.clone();
         let token = stop_core.clone();

@@ -13,6 +13,7 @@ pub mod console;
 pub mod daemon;
 pub mod durable;
 pub mod live;
+pub mod liveness;
 pub mod metrics;
 pub mod observe;
 pub mod outbound;

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub rejections: Family<ConnectorReasonLabels, Counter>,
     /// Accepted messages per connector and outcome (`published`, `spooled`, `duplicate`).
     pub accepted: Family<ConnectorOutcomeLabels, Counter>,
+    /// Pending dedupe claims taken over from a holder that is gone, per connector and why.
+    pub dedupe_takeovers: Family<ConnectorReasonLabels, Counter>,
     /// Publishes by target and outcome.
     pub published: Family<PublishLabels, Counter>,
     /// Time from publish to broker confirm.
@@ -148,6 +150,7 @@ impl Default for Metrics {
         let requests = Family::default();
         let rejections = Family::default();
         let accepted = Family::default();
+        let dedupe_takeovers = Family::default();
         let published = Family::default();
         let confirm_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
         let spool_depth = Gauge::default();
@@ -215,6 +218,11 @@ impl Default for Metrics {
             "accepted",
             "Accepted messages by connector and outcome",
             accepted.clone(),
+        );
+        registry.register(
+            "dedupe_takeovers",
+            "Pending dedupe claims taken over by connector and reason",
+            dedupe_takeovers.clone(),
         );
         registry.register(
             "published",
@@ -296,6 +304,7 @@ impl Default for Metrics {
             requests,
             rejections,
             accepted,
+            dedupe_takeovers,
             published,
             confirm_seconds,
             spool_depth,

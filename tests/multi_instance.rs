@@ -367,12 +367,11 @@ async fn killing_one_instance_mid_stream_loses_nothing_and_its_spool_drains_on_r
         tally.clone(),
         stop.clone(),
         Duration::from_millis(40),
-        // A channel gives up within this, as WeChat does after its three tries. A message in
-        // flight on the killed instance keeps a pending claim for 60 s (dedupe PENDING_TTL),
-        // answering its retries 503; a channel still retrying after that would get it
-        // published again under a new envelope id once the killed instance drains its spool
-        // (docs/RELIABILITY.md, "Several instances"). 40 s plus the 10 s request timeout
-        // stays inside that window.
+        // A channel gives up within this. A message in flight on the killed instance leaves
+        // its pending claim: retries are answered 503 until b's heartbeat expires (15 s), then
+        // accepted under the envelope id the claim names, which b publishes too when it
+        // drains its spool; count_inbound checks that every message arrives under one id
+        // (docs/RELIABILITY.md, "Several instances").
         Duration::from_secs(40),
     ));
     let accepted_at_least = |n: usize| {

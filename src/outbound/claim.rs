@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use switchboard_sdk::{KvError, KvStore};
 
+use crate::liveness::incarnation;
+
 /// How long a claim protects a reply being sent; longer than any retry sequence.
 const LEASE: Duration = Duration::from_secs(600);
 
@@ -18,13 +20,6 @@ pub enum Claim {
     Done(String),
     /// Being sent by another delivery right now.
     InProgressElsewhere,
-}
-
-/// This process among the lifetimes of its instance id: a claim of the same instance made
-/// by another process is one its previous life left behind when it died (SIGKILL, crash).
-fn incarnation() -> &'static str {
-    static INCARNATION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    INCARNATION.get_or_init(|| ulid::Ulid::new().to_string())
 }
 
 /// Claims on reply ids in the shared store.

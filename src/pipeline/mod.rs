@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -75,7 +74,7 @@ pub struct Pipeline {
     sequences: Sequences,
     publisher: DurablePublisher,
     exchanges: Exchanges,
-    dedupe_ttl: Duration,
+    dedupe: dedupe::Claims,
     metrics: Arc<Metrics>,
     /// Messages of one conversation take the same stripe, so their sequence numbers and
     /// their order on the wire agree.
@@ -95,7 +94,7 @@ impl Pipeline {
         sequences: Sequences,
         publisher: DurablePublisher,
         exchanges: Exchanges,
-        dedupe_ttl: Duration,
+        dedupe: dedupe::Claims,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -105,7 +104,7 @@ impl Pipeline {
             sequences,
             publisher,
             exchanges,
-            dedupe_ttl,
+            dedupe,
             metrics,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: RandomState::new(),
@@ -458,10 +457,24 @@ impl InboundSink for Pipeline {
             ));
         }
 
-        let envelope_id = ulid::Ulid::new().to_string();
         let dedupe_key = format!("dedupe:{conversation_id}:{}", message.dedupe_key);
-        let claimed = match dedupe::claim(self.kv.as_ref(), &dedupe_key, &envelope_id).await {
-            Ok(dedupe::Claim::New) => true,
+        let held = match self
+            .dedupe
+            .claim(&dedupe_key, &ulid::Ulid::new().to_string())
+            .await
+        {
+            Ok(dedupe::Claim::New(held)) => Some(held),
+            Ok(dedupe::Claim::TakenOver(held, reason)) => {
+                self.metrics
+                    .dedupe_takeovers
+                    .get_or_create(&crate::metrics::ConnectorReasonLabels {
+                        channel: channel.kind.clone(),
+                        connector: channel.connector_id.clone(),
+                        reason: reason.as_str().to_owned(),
+                    })
+                    .inc();
+                Some(held)
+            }
             Ok(dedupe::Claim::Done(first)) => {
                 Metrics::count(
                     &self.metrics.accepted,
@@ -489,8 +502,12 @@ impl InboundSink for Pipeline {
                     })
                     .inc();
                 tracing::warn!(error = %err, "dedupe store unavailable, accepting without dedupe");
-                false
+                None
             }
+        };
+        let envelope_id = match &held {
+            Some(held) => held.envelope_id().to_owned(),
+            None => ulid::Ulid::new().to_string(),
         };
 
         match self
@@ -498,14 +515,8 @@ impl InboundSink for Pipeline {
             .await
         {
             Ok(outcome) => {
-                if claimed
-                    && let Err(err) = dedupe::complete(
-                        self.kv.as_ref(),
-                        &dedupe_key,
-                        &envelope_id,
-                        self.dedupe_ttl,
-                    )
-                    .await
+                if let Some(held) = held
+                    && let Err(err) = held.complete().await
                 {
                     tracing::warn!(error = %err, "cannot record dedupe key");
                 }
@@ -528,8 +539,8 @@ impl InboundSink for Pipeline {
                 })
             }
             Err(err) => {
-                if claimed {
-                    let _ = dedupe::release(self.kv.as_ref(), &dedupe_key, &envelope_id).await;
+                if let Some(held) = held {
+                    let _ = held.release().await;
                 }
                 tracing::warn!(channel = %channel.kind, connector = %channel.connector_id, error = %err, "message not accepted");
                 Err(err)
