@@ -141,6 +141,14 @@ pub struct BrokerConfig {
     pub heartbeat_secs: u16,
     /// HMAC signatures on every published message; none when absent.
     pub signing: Option<SigningConfig>,
+    /// PEM file of CA certificates trusted for `amqps://` besides the bundled public roots
+    /// (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain, leaf first) for brokers that require mutual TLS;
+    /// needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[broker.signing]`: the key every published message is signed with, and the previous
@@ -189,6 +197,9 @@ impl Default for BrokerConfig {
             stable_after_secs: 30,
             heartbeat_secs: 15,
             signing: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
