@@ -1,6 +1,7 @@
 //! `amqps://` end to end: a private RabbitMQ node whose only AMQP listener is TLS, with a
-//! certificate from a CA this test makes; the real binary trusts that CA through
-//! `broker.tls_ca_file`, and without it refuses the broker and spools.
+//! certificate from a CA this test makes and client certificates required; the real binary
+//! trusts that CA through `broker.tls_ca_file` and presents its own certificate through
+//! `tls_cert_file` / `tls_key_file`, and without the CA refuses the broker and spools.
 //!
 //! One test function, so the node (10-20 s to boot) is started once and stopped at the end
 //! by its guard, whatever happens in between.
@@ -13,7 +14,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use lapin::tcp::OwnedTLSConfig;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{ConnectionProperties, DefaultConnectionBuilder};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
@@ -33,11 +34,13 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A CA, and a `localhost` server certificate it signed: PEM texts.
+/// A CA, and a `localhost` server certificate and a client certificate it signed: PEM texts.
 struct Pki {
     ca_pem: String,
     server_pem: String,
     server_key_pem: String,
+    client_pem: String,
+    client_key_pem: String,
 }
 
 fn pki() -> Pki {
@@ -55,15 +58,23 @@ fn pki() -> Pki {
         .distinguished_name
         .push(DnType::CommonName, "localhost");
     let server = server_params.signed_by(&server_key, &ca).unwrap();
+    let client_key = KeyPair::generate().unwrap();
+    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "switchboard");
+    let client = client_params.signed_by(&client_key, &ca).unwrap();
     Pki {
         ca_pem: ca.pem(),
         server_pem: server.pem(),
         server_key_pem: server_key.serialize_pem(),
+        client_pem: client.pem(),
+        client_key_pem: client_key.serialize_pem(),
     }
 }
 
-/// A RabbitMQ node of this test's own: TLS listener only, no plugins, files in `dir`.
-/// Stopped on drop.
+/// A RabbitMQ node of this test's own: TLS listener only, client certificates from the
+/// test's CA required, no plugins, files in `dir`. Stopped on drop.
 struct TlsNode {
     name: String,
     tls_port: u16,
@@ -89,8 +100,8 @@ impl TlsNode {
                  ssl_options.cacertfile = {}\n\
                  ssl_options.certfile = {}\n\
                  ssl_options.keyfile = {}\n\
-                 ssl_options.verify = verify_none\n\
-                 ssl_options.fail_if_no_peer_cert = false\n",
+                 ssl_options.verify = verify_peer\n\
+                 ssl_options.fail_if_no_peer_cert = true\n",
                 ca.display(),
                 cert.display(),
                 key.display()
@@ -202,7 +213,7 @@ async fn readyz(daemon: &Daemon) -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn amqps_with_the_private_ca_carries_messages_and_without_it_the_link_stays_down() {
+async fn amqps_with_private_ca_and_client_certificate_works_and_without_the_ca_stays_down() {
     let prefix = unique_prefix("tls");
     let scratch = Scratch::new(&prefix);
     let node_dir = scratch.0.join("node");
@@ -214,8 +225,18 @@ async fn amqps_with_the_private_ca_carries_messages_and_without_it_the_link_stay
     let url = format!("amqps://{USER}:{password}@localhost:{}/%2f", node.tls_port);
     let ca_file = scratch.0.join("broker-ca.pem");
     std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let cert_file = scratch.0.join("client.pem");
+    std::fs::write(&cert_file, &pki.client_pem).unwrap();
+    let key_file = scratch.0.join("client-key.pem");
+    std::fs::write(&key_file, &pki.client_key_pem).unwrap();
+    let client_pair = format!(
+        "tls_cert_file = \"{}\"\ntls_key_file = \"{}\"",
+        cert_file.display(),
+        key_file.display()
+    );
 
-    // Trusting the private CA: the link comes up over TLS and a webhook's message arrives.
+    // Trusting the private CA and presenting the client certificate: the link comes up over
+    // TLS and a webhook's message arrives.
     let trusted_dir = scratch.0.join("trusted");
     std::fs::create_dir_all(&trusted_dir).unwrap();
     let setup = Setup::new(&prefix);
@@ -223,7 +244,7 @@ async fn amqps_with_the_private_ca_carries_messages_and_without_it_the_link_stay
         &setup,
         &trusted_dir,
         &url,
-        &format!("tls_ca_file = \"{}\"", ca_file.display()),
+        &format!("tls_ca_file = \"{}\"\n{client_pair}", ca_file.display()),
     );
     let daemon = Daemon::start(&trusted_dir, &trusted_config);
     daemon.wait_broker().await;
@@ -236,18 +257,32 @@ async fn amqps_with_the_private_ca_carries_messages_and_without_it_the_link_stay
     .await;
     assert_eq!(status, 200, "{answer}");
 
-    let tls = OwnedTLSConfig {
-        cert_chain: Some(pki.ca_pem.clone()),
-        ..OwnedTLSConfig::default()
+    let connect = |identity: Option<OwnedIdentity>| {
+        let tls = OwnedTLSConfig {
+            cert_chain: Some(pki.ca_pem.clone()),
+            identity,
+        };
+        let url = url.clone();
+        async move {
+            DefaultConnectionBuilder::new()
+                .unwrap()
+                .with_uri_str(url)
+                .with_properties(ConnectionProperties::default())
+                .with_tls_config(tls)
+                .connect()
+                .await
+        }
     };
-    let conn = DefaultConnectionBuilder::new()
-        .unwrap()
-        .with_uri_str(url.clone())
-        .with_properties(ConnectionProperties::default())
-        .with_tls_config(tls)
-        .connect()
-        .await
-        .expect("the test's own amqps connection");
+    assert!(
+        connect(None).await.is_err(),
+        "the node refuses clients without a certificate"
+    );
+    let conn = connect(Some(OwnedIdentity::PKCS8 {
+        pem: pki.client_pem.clone().into_bytes(),
+        key: pki.client_key_pem.clone().into_bytes(),
+    }))
+    .await
+    .expect("the test's own amqps connection");
     let got = take(&conn, &setup.queue("claims"), 1, WAIT).await;
     assert_eq!(got.len(), 1, "the envelope reached the agent queue");
     assert_eq!(got[0].body["id"], answer["envelope_id"]);
@@ -284,7 +319,7 @@ async fn amqps_with_the_private_ca_carries_messages_and_without_it_the_link_stay
     let untrusted_setup = Setup::new(&untrusted_prefix);
     let untrusted = Daemon::start(
         &untrusted_dir,
-        &config(&untrusted_setup, &untrusted_dir, &url, ""),
+        &config(&untrusted_setup, &untrusted_dir, &url, &client_pair),
     );
     let ready = wait_for("the TLS error on /readyz", WAIT, || async {
         Some(readyz(&untrusted).await).filter(|r| {
