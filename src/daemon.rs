@@ -84,6 +84,17 @@ fn restart_only(config: &Config) -> Vec<(&'static str, String)> {
         ),
         ("broker.prefix", config.broker.prefix.clone()),
         (
+            "broker.tls",
+            format!(
+                "{:?}",
+                (
+                    &config.broker.tls_ca_file,
+                    &config.broker.tls_cert_file,
+                    &config.broker.tls_key_file
+                )
+            ),
+        ),
+        (
             "broker.confirm_timeout_ms",
             config.broker.confirm_timeout_ms.to_string(),
         ),

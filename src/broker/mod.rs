@@ -4,6 +4,7 @@
 
 pub mod signing;
 mod supervisor;
+pub mod tls;
 pub mod topic;
 mod topology;
 

@@ -8,7 +8,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures_util::StreamExt;
 use lapin::options::ConfirmSelectOptions;
-use lapin::{Connection, ConnectionProperties};
+use lapin::{ConnectionProperties, DefaultConnectionBuilder};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -187,7 +187,13 @@ impl Broker {
         let properties = ConnectionProperties::default()
             .with_connection_name(self.inner.connection_name.as_str().into());
         let url = with_heartbeat(&self.inner.url, self.inner.config.heartbeat_secs);
-        let connect = Connection::connect(&url, properties);
+        let tls = super::tls::tls_config(&self.inner.config).map_err(|e| format!("tls: {e}"))?;
+        let connect = DefaultConnectionBuilder::new()
+            .map_err(|e| format!("connect: {e}"))?
+            .with_uri_str(url)
+            .with_properties(properties)
+            .with_tls_config(tls);
+        let connect = connect.connect();
         let connection = tokio::time::timeout(Duration::from_secs(10), connect)
             .await
             .map_err(|_| "connect timed out".to_owned())?

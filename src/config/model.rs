@@ -144,6 +144,14 @@ pub struct BrokerConfig {
     /// RabbitMQ's management HTTP API (`http://127.0.0.1:15672`), read by the console for
     /// unacked counts and message ages; credentials in the URL, else the AMQP URL's.
     pub management_url: Option<Secret>,
+    /// PEM file of CA certificates trusted for `amqps://` besides the bundled public roots
+    /// (a private CA).
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain, leaf first) for brokers that require mutual TLS;
+    /// needs `tls_key_file`.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 /// `[broker.signing]`: the key every published message is signed with, and the previous
@@ -193,6 +201,9 @@ impl Default for BrokerConfig {
             heartbeat_secs: 15,
             signing: None,
             management_url: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }

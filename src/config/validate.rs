@@ -94,6 +94,54 @@ fn server_tls(tls: &TlsConfig, problems: &mut Problems) {
     }
 }
 
+/// The TLS files must be usable now, come as a pair for mutual TLS, and only be given for an
+/// `amqps://` URL: on plain AMQP they would suggest an encryption that is not there.
+fn broker_tls(broker: &BrokerConfig, amqps: bool, problems: &mut Problems) {
+    let files = [
+        ("broker.tls_ca_file", &broker.tls_ca_file),
+        ("broker.tls_cert_file", &broker.tls_cert_file),
+        ("broker.tls_key_file", &broker.tls_key_file),
+    ];
+    if !amqps {
+        if let Some((key, _)) = files.iter().find(|(_, file)| file.is_some()) {
+            let url_key = given_key("broker", &broker.url_env, &broker.url_file);
+            push(
+                problems,
+                *key,
+                format!("applies only to amqps:// URLs, and {url_key} is not one"),
+            );
+        }
+        return;
+    }
+    match (&broker.tls_cert_file, &broker.tls_key_file) {
+        (Some(_), None) => push(
+            problems,
+            "broker.tls_cert_file",
+            "needs broker.tls_key_file as well",
+        ),
+        (None, Some(_)) => push(
+            problems,
+            "broker.tls_key_file",
+            "needs broker.tls_cert_file as well",
+        ),
+        _ => {}
+    }
+    if let Some(path) = &broker.tls_ca_file
+        && let Err(err) = crate::broker::tls::ca_bundle(path)
+    {
+        push(problems, "broker.tls_ca_file", err.to_string());
+    }
+    if let (Some(cert), Some(key)) = (&broker.tls_cert_file, &broker.tls_key_file)
+        && let Err(err) = crate::broker::tls::client_identity(cert, key)
+    {
+        let at = match err.path() {
+            path if path == key.as_path() => "broker.tls_key_file",
+            _ => "broker.tls_cert_file",
+        };
+        push(problems, at, err.to_string());
+    }
+}
+
 fn broker(broker: &BrokerConfig, problems: &mut Problems) {
     if let Some(signing) = &broker.signing {
         signing_keys(signing, problems);
@@ -104,6 +152,7 @@ fn broker(broker: &BrokerConfig, problems: &mut Problems) {
                 let key = given_key("broker", &broker.url_env, &broker.url_file);
                 push(problems, key, "must start with amqp:// or amqps://");
             }
+            broker_tls(broker, url.starts_with("amqps://"), problems);
         }
         Err(problem) => push(problems, format!("broker.{}", problem.key), problem.message),
     }

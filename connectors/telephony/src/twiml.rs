@@ -151,17 +151,11 @@ mod tests {
         loop {
             match reader.read_event() {
                 Ok(Event::Start(e)) => {
-                    out.push((
-                        depth,
-                        String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-                    ));
+                    out.push((depth, e.name().as_ref().to_owned()));
                     depth += 1;
                 }
                 Ok(Event::Empty(e)) => {
-                    out.push((
-                        depth,
-                        String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-                    ));
+                    out.push((depth, e.name().as_ref().to_owned()));
                 }
                 Ok(Event::End(_)) => depth -= 1,
                 Ok(Event::Eof) => break,

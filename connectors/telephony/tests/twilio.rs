@@ -123,11 +123,11 @@ fn twiml(answer: &Answer) -> El {
             }
             Ok(XmlEvent::Text(t)) => {
                 if let Some(top) = stack.last_mut() {
-                    top.text.push_str(&t.decode().unwrap_or_default());
+                    top.text.push_str(&t.into_inner());
                 }
             }
             Ok(XmlEvent::GeneralRef(r)) => {
-                let name = String::from_utf8_lossy(&r).into_owned();
+                let name = r.into_inner().into_owned();
                 let ch = match name.as_str() {
                     "amp" => "&",
                     "lt" => "<",
@@ -161,12 +161,15 @@ fn twiml(answer: &Answer) -> El {
 fn element(e: &quick_xml::events::BytesStart) -> El {
     let mut attrs = BTreeMap::new();
     for attr in e.attributes().flatten() {
-        let key = String::from_utf8_lossy(attr.key.as_ref()).into_owned();
-        let value = attr.unescape_value().unwrap_or_default().into_owned();
+        let key = attr.key.as_ref().to_owned();
+        let value = attr
+            .normalized_value(quick_xml::XmlVersion::Implicit1_0)
+            .unwrap_or_default()
+            .into_owned();
         attrs.insert(key, value);
     }
     El {
-        name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+        name: e.name().as_ref().to_owned(),
         attrs,
         ..El::default()
     }

@@ -159,7 +159,7 @@ pub fn parse(body: &[u8], limit: usize) -> Result<Element, XmlError> {
                     return Err(XmlError::TooComplex);
                 }
                 stack.push(Element {
-                    name: element_name(start.name().as_ref())?,
+                    name: start.name().as_ref().to_owned(),
                     ..Element::default()
                 });
             }
@@ -169,7 +169,7 @@ pub fn parse(body: &[u8], limit: usize) -> Result<Element, XmlError> {
                     return Err(XmlError::TooComplex);
                 }
                 let element = Element {
-                    name: element_name(start.name().as_ref())?,
+                    name: start.name().as_ref().to_owned(),
                     ..Element::default()
                 };
                 close(&mut stack, &mut root, element)?;
@@ -178,21 +178,14 @@ pub fn parse(body: &[u8], limit: usize) -> Result<Element, XmlError> {
                 let element = stack.pop().ok_or(XmlError::NotOneRoot)?;
                 close(&mut stack, &mut root, element)?;
             }
-            Event::Text(t) => {
-                let content = t
-                    .xml10_content()
-                    .map_err(|e| XmlError::Syntax(e.to_string()))?;
-                push_text(&mut stack, &content)?;
-            }
-            Event::CData(c) => {
-                let content = c.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
-                push_text(&mut stack, &content)?;
-            }
+            Event::Text(t) => push_text(&mut stack, &t.xml10_content())?,
+            // As written: line ends inside CDATA are kept as the sender wrote them.
+            Event::CData(c) => push_text(&mut stack, &c.into_inner())?,
             Event::GeneralRef(r) => {
                 let resolved = match r.resolve_char_ref().map_err(syntax)? {
                     Some(ch) => ch.to_string(),
                     None => {
-                        let name = r.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                        let name = r.into_inner();
                         resolve_xml_entity(&name)
                             .ok_or_else(|| XmlError::Entity(name.chars().take(32).collect()))?
                             .to_owned()
@@ -213,12 +206,6 @@ pub fn parse(body: &[u8], limit: usize) -> Result<Element, XmlError> {
         return Err(XmlError::Root(root.name.chars().take(32).collect()));
     }
     Ok(root)
-}
-
-fn element_name(raw: &[u8]) -> Result<String, XmlError> {
-    std::str::from_utf8(raw)
-        .map(str::to_owned)
-        .map_err(|_| XmlError::NotUtf8)
 }
 
 fn close(
