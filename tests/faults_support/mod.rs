@@ -839,6 +839,15 @@ pub fn reply_id(n: usize) -> String {
     format!("rpq{n}x{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
+/// Whether the reply `reply_id` (from `reply_id`) went to a web chat visitor.
+pub fn addressed_to_webchat(people: &People, reply_id: &str) -> bool {
+    let n = reply_id
+        .strip_prefix("rpq")
+        .and_then(|rest| rest.split_once('x'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    !people.webchat.is_empty() && n.is_some_and(|n| n % 4 == 3)
+}
+
 /// The reply `n` goes to one of the stream's users, round robin over the channels.
 fn reply(people: &People, n: usize, id: &str) -> Value {
     let user = n % 5;
