@@ -526,6 +526,9 @@ pub struct Tally {
     pub refused: AtomicUsize,
     /// Answers other than "accepted" (503s, connection errors), retries included.
     pub not_accepted_answers: AtomicUsize,
+    /// The same on web chat sockets (`unavailable` errors, dropped sockets). Kept apart: web
+    /// chat answers `unavailable` by design while Redis (its history) is away.
+    pub webchat_retries: AtomicUsize,
 }
 
 impl Tally {
@@ -818,7 +821,7 @@ pub async fn webchat_stream(
                             Duration::from_millis(100)
                         }
                     };
-                    tally.not_accepted_answers.fetch_add(1, Ordering::SeqCst);
+                    tally.webchat_retries.fetch_add(1, Ordering::SeqCst);
                     if started.elapsed() > retry_budget {
                         tally.refused.fetch_add(1, Ordering::SeqCst);
                         break;
