@@ -26,9 +26,11 @@ pub enum Claim {
 pub struct ReplyClaims {
     kv: Arc<dyn KvStore>,
     ttl: Duration,
-    /// `p:{instance}:`, the start of every claim this instance id makes.
+    /// This instance's id.
     instance: String,
-    /// `p:{instance}:{incarnation}`, the start of this process's claims.
+    /// This process's incarnation.
+    incarnation: String,
+    /// `p:{instance}:{incarnation}`, the start of this process's claim tokens.
     owner: String,
 }
 
@@ -47,7 +49,8 @@ impl ReplyClaims {
         Self {
             kv,
             ttl,
-            instance: format!("p:{instance}:"),
+            instance: instance.to_owned(),
+            incarnation: incarnation.to_owned(),
             owner: format!("p:{instance}:{incarnation}"),
         }
     }
@@ -72,8 +75,7 @@ impl ReplyClaims {
         // Left by this instance's previous process, which died sending: nobody is sending
         // it now, so take it over rather than wait out the lease. (Instance ids are unique
         // among running instances.)
-        if value.starts_with(&self.instance)
-            && !value.starts_with(&format!("{}:", self.owner))
+        if self.left_by_previous_process(&value)
             && self.kv.delete_if_equals(&key, value.as_bytes()).await?
             && self.kv.set_if_absent(&key, token.as_bytes(), LEASE).await?
         {
@@ -84,6 +86,22 @@ impl ReplyClaims {
             return Ok(Claim::Ours(token));
         }
         Ok(Claim::InProgressElsewhere)
+    }
+
+    /// Whether a pending claim's token, `p:{instance}:{incarnation}:{ulid}`, names this
+    /// instance and another incarnation. Read from the right: the incarnation and the ulid
+    /// never hold a ':', so the instance id is compared whole.
+    fn left_by_previous_process(&self, value: &str) -> bool {
+        let Some(rest) = value.strip_prefix("p:") else {
+            return false;
+        };
+        let mut parts = rest.rsplitn(3, ':');
+        let (Some(_ulid), Some(incarnation), Some(instance)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        instance == self.instance && incarnation != self.incarnation
     }
 
     /// Records the outcome of `reply_id`.
@@ -149,5 +167,26 @@ mod tests {
         assert_eq!(other.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
         assert!(matches!(after.claim("r1").await.unwrap(), Claim::Ours(_)));
         assert_eq!(after.claim("r1").await.unwrap(), Claim::InProgressElsewhere);
+    }
+
+    #[tokio::test]
+    async fn an_instance_id_that_starts_another_one_is_not_mistaken_for_it() {
+        let kv: Arc<dyn KvStore> = Arc::new(MemoryKv::default());
+        let longer = ReplyClaims::with_incarnation(kv.clone(), Duration::from_secs(60), "a-b", "1");
+        let shorter = ReplyClaims::with_incarnation(kv.clone(), Duration::from_secs(60), "a", "2");
+        assert!(matches!(longer.claim("r1").await.unwrap(), Claim::Ours(_)));
+        assert_eq!(
+            shorter.claim("r1").await.unwrap(),
+            Claim::InProgressElsewhere,
+            "a-b is alive and sending; a must not take its claim"
+        );
+        kv.set("reply:r2", b"p:a:b:3:01JZZZZZZZZZZZZZZZZZZZZZZZ", None)
+            .await
+            .unwrap();
+        assert_eq!(
+            shorter.claim("r2").await.unwrap(),
+            Claim::InProgressElsewhere,
+            "a token of instance 'a:b' read from the right is not instance 'a'"
+        );
     }
 }
