@@ -128,6 +128,14 @@ pub struct Metrics {
     /// Keys held in this process's memory (the whole store without Redis, the fallback with
     /// it), expired ones included until the next prune.
     pub memory_store_keys: Gauge,
+    /// Heap bytes allocated and not freed, as glibc last reported (src/heap.rs).
+    pub heap_in_use_bytes: Gauge,
+    /// Freed heap bytes the allocator still holds, resident or not.
+    pub heap_free_bytes: Gauge,
+    /// Times freed heap memory was handed back to the OS.
+    pub heap_trims: Counter,
+    /// Resident bytes those trims gave back.
+    pub heap_trim_released_bytes: Counter,
     /// Routed messages by what decided.
     pub routed: Family<RuleLabels, Counter>,
     /// Messages moved to an overflow key, by the agent queue that was too full.
@@ -166,6 +174,10 @@ impl Default for Metrics {
         let kv_errors = Family::default();
         let shared_state_degraded = Gauge::default();
         let memory_store_keys = Gauge::default();
+        let heap_in_use_bytes = Gauge::default();
+        let heap_free_bytes = Gauge::default();
+        let heap_trims = Counter::default();
+        let heap_trim_released_bytes = Counter::default();
         let routed = Family::default();
         let overflowed = Family::default();
         let queue_ready = Family::default();
@@ -299,6 +311,26 @@ impl Default for Metrics {
             "Keys held by the in-memory store, as of its last prune",
             memory_store_keys.clone(),
         );
+        registry.register(
+            "heap_in_use_bytes",
+            "Heap bytes allocated and not freed, sampled every 10 s",
+            heap_in_use_bytes.clone(),
+        );
+        registry.register(
+            "heap_free_bytes",
+            "Freed heap bytes the allocator still holds, sampled every 10 s",
+            heap_free_bytes.clone(),
+        );
+        registry.register(
+            "heap_trims",
+            "Times freed heap memory was handed back to the OS",
+            heap_trims.clone(),
+        );
+        registry.register(
+            "heap_trim_released_bytes",
+            "Resident bytes handed back to the OS by heap trims",
+            heap_trim_released_bytes.clone(),
+        );
         Self {
             registry,
             requests,
@@ -320,6 +352,10 @@ impl Default for Metrics {
             kv_errors,
             shared_state_degraded,
             memory_store_keys,
+            heap_in_use_bytes,
+            heap_free_bytes,
+            heap_trims,
+            heap_trim_released_bytes,
             routed,
             overflowed,
             queue_ready,
@@ -352,6 +388,22 @@ impl Metrics {
                 channel: channel.to_owned(),
                 connector: connector.to_owned(),
                 outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Adds one to `family` for a connector and a reason.
+    pub fn count_reason(
+        family: &Family<ConnectorReasonLabels, Counter>,
+        channel: &str,
+        connector: &str,
+        reason: &str,
+    ) {
+        family
+            .get_or_create(&ConnectorReasonLabels {
+                channel: channel.to_owned(),
+                connector: connector.to_owned(),
+                reason: reason.to_owned(),
             })
             .inc();
     }

@@ -38,6 +38,29 @@ async fn json_of(url: &str) -> Value {
     response.json().await.expect("JSON")
 }
 
+/// Waits until the app backend has received reply `reply_id`.
+async fn reply_reaches(backend: &Backend, reply_id: &str, what: &str) {
+    wait_for(what, WAIT, || async {
+        backend
+            .received()
+            .iter()
+            .any(|r| r["reply"]["id"] == reply_id)
+            .then_some(())
+    })
+    .await;
+}
+
+/// Replays dead letter `id` through the admin API with `request` (`{}` or a new body).
+async fn replay(daemon: &Daemon, id: &str, request: &Value) {
+    let response = reqwest::Client::new()
+        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
+        .json(request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
 #[tokio::test]
 async fn the_admin_token_guards_every_endpoint_but_healthz() {
     let prefix = unique_prefix("console-auth");
@@ -261,14 +284,7 @@ async fn the_console_api_shows_routes_plays_helpdesk_and_replays_dead_letters() 
         .await
         .unwrap();
     assert_eq!(response.status(), 202);
-    wait_for("the reply at the app backend", WAIT, || async {
-        backend
-            .received()
-            .iter()
-            .any(|r| r["reply"]["id"] == "r-ok")
-            .then_some(())
-    })
-    .await;
+    reply_reaches(&backend, "r-ok", "the reply at the app backend").await;
 
     // A malformed reply is dead-lettered; replayed with a fixed body it is delivered.
     for id in ["r-bad", "r-worse"] {
@@ -298,21 +314,8 @@ async fn the_console_api_shows_routes_plays_helpdesk_and_replays_dead_letters() 
         "schema": "switchboard.reply.v1", "id": "r-bad", "conversation_id": conversation,
         "content": {"type": "text", "text": "Fixed and replayed."},
     });
-    let response = http
-        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
-        .json(&json!({ "body": fixed.to_string() }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    wait_for("the replayed reply at the app backend", WAIT, || async {
-        backend
-            .received()
-            .iter()
-            .any(|r| r["reply"]["id"] == "r-bad")
-            .then_some(())
-    })
-    .await;
+    replay(&daemon, &id, &json!({ "body": fixed.to_string() })).await;
+    reply_reaches(&backend, "r-bad", "the replayed reply at the app backend").await;
     let missing = get(&daemon.admin_url(&format!("/api/dead/{id}")), None).await;
     assert_eq!(
         missing.status(),
@@ -705,20 +708,12 @@ async fn a_reply_to_a_missing_connector_is_replayed_once_the_connector_is_config
     .await;
 
     // Replayed unchanged, it is delivered.
-    let response = http
-        .post(daemon.admin_url(&format!("/api/dead/{id}/replay")))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-    wait_for("the replayed reply at the app backend", WAIT, || async {
-        backend
-            .received()
-            .iter()
-            .any(|r| r["reply"]["id"] == "r-outlet")
-            .then_some(())
-    })
+    replay(&daemon, &id, &json!({})).await;
+    reply_reaches(
+        &backend,
+        "r-outlet",
+        "the replayed reply at the app backend",
+    )
     .await;
     let succeeded = take(&conn, &events, 1, WAIT).await;
     assert_eq!(

@@ -109,6 +109,14 @@ pub struct Rates {
     inner: Mutex<Inner>,
 }
 
+/// Counts one event at `now_ms` in the series `key` of `series`.
+fn count_in<K: std::hash::Hash + Eq>(series: &mut HashMap<K, Series>, key: K, now_ms: u64) {
+    series
+        .entry(key)
+        .or_insert_with(Series::new)
+        .add(minute_of(now_ms));
+}
+
 fn minute_of(ms: u64) -> u64 {
     ms / 60_000
 }
@@ -124,13 +132,12 @@ impl Rates {
     }
 
     fn record_at(&self, queue_key: &str, channel: &str, now_ms: u64) {
-        let mut inner = self.lock();
         // Routing keys come from config (skills and tiers), so the map stays small.
-        inner
-            .routes
-            .entry((queue_key.to_owned(), channel.to_owned()))
-            .or_insert_with(Series::new)
-            .add(minute_of(now_ms));
+        count_in(
+            &mut self.lock().routes,
+            (queue_key.to_owned(), channel.to_owned()),
+            now_ms,
+        );
     }
 
     /// Notes a message from connector `kind:id`, now.
@@ -151,13 +158,8 @@ impl Rates {
     }
 
     fn request_at(&self, connector: &str, now_ms: u64) {
-        let mut inner = self.lock();
         // Connector keys come from config, so the map stays small.
-        inner
-            .requests
-            .entry(connector.to_owned())
-            .or_insert_with(Series::new)
-            .add(minute_of(now_ms));
+        count_in(&mut self.lock().requests, connector.to_owned(), now_ms);
     }
 
     /// Counts a request connector `kind:id` refused with `reason`, now.
@@ -166,12 +168,12 @@ impl Rates {
     }
 
     fn refused_at(&self, connector: &str, reason: &str, now_ms: u64) {
-        let mut inner = self.lock();
-        inner
-            .refusals
-            .entry((connector.to_owned(), reason.to_owned()))
-            .or_insert_with(Series::new)
-            .add(minute_of(now_ms));
+        // Reasons are the sdk's fixed list.
+        count_in(
+            &mut self.lock().refusals,
+            (connector.to_owned(), reason.to_owned()),
+            now_ms,
+        );
     }
 
     /// Counts an attempt to send a reply through connector `kind:id`, now; `throttled` when

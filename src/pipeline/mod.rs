@@ -465,14 +465,12 @@ impl InboundSink for Pipeline {
         {
             Ok(dedupe::Claim::New(held)) => Some(held),
             Ok(dedupe::Claim::TakenOver(held, reason)) => {
-                self.metrics
-                    .dedupe_takeovers
-                    .get_or_create(&crate::metrics::ConnectorReasonLabels {
-                        channel: channel.kind.clone(),
-                        connector: channel.connector_id.clone(),
-                        reason: reason.as_str().to_owned(),
-                    })
-                    .inc();
+                Metrics::count_reason(
+                    &self.metrics.dedupe_takeovers,
+                    &channel.kind,
+                    &channel.connector_id,
+                    reason.as_str(),
+                );
                 Some(held)
             }
             Ok(dedupe::Claim::Done(first)) => {
@@ -584,13 +582,11 @@ impl InboundSink for Pipeline {
     }
 
     fn refused(&self, channel: &ChannelRef, reason: switchboard_sdk::RejectReason) {
-        self.metrics
-            .rejections
-            .get_or_create(&crate::metrics::ConnectorReasonLabels {
-                channel: channel.kind.clone(),
-                connector: channel.connector_id.clone(),
-                reason: reason.as_str().to_owned(),
-            })
-            .inc();
+        Metrics::count_reason(
+            &self.metrics.rejections,
+            &channel.kind,
+            &channel.connector_id,
+            reason.as_str(),
+        );
     }
 }

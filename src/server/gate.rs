@@ -16,7 +16,7 @@ use switchboard_sdk::webhook::RejectedBecause;
 use switchboard_sdk::{ChannelRef, ConnectorLimits, RejectReason, Rejection};
 use tracing::Instrument;
 
-use crate::metrics::{ConnectorLabels, ConnectorReasonLabels, Metrics};
+use crate::metrics::{ConnectorLabels, Metrics};
 use crate::observe::Observer;
 use crate::request_id::RequestId;
 
@@ -58,14 +58,12 @@ impl Gate {
     }
 
     fn refused(&self, reason: RejectReason, detail: &str) {
-        self.metrics
-            .rejections
-            .get_or_create(&ConnectorReasonLabels {
-                channel: self.labels.channel.clone(),
-                connector: self.labels.connector.clone(),
-                reason: reason.as_str().to_owned(),
-            })
-            .inc();
+        Metrics::count_reason(
+            &self.metrics.rejections,
+            &self.labels.channel,
+            &self.labels.connector,
+            reason.as_str(),
+        );
         self.observer
             .rates
             .refused(&self.connector, reason.as_str());
