@@ -480,6 +480,7 @@ pub async fn run(path: &Path) -> Result<(), DaemonError> {
         let token = stop_http.clone();
         tracker.spawn(async move { shared.run(token).await });
     }
+    tracker.spawn(crate::heap::run(metrics.clone(), stop_http.clone()));
 
     let reload_fn: ReloadFn = {
         let reloader = reloader.clone();

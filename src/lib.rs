@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod durable;
+pub mod heap;
 pub mod live;
 pub mod liveness;
 pub mod metrics;
