@@ -89,7 +89,9 @@ impl Rig {
         let mut setup = Setup::new(&prefix);
         setup.webhook_url = format!("{}/replies", apis.base);
         setup.extra = [
-            webchat_support::webchat_table("", ""),
+            // Each visitor sends a frame every 40 ms, over the default 10 frames/s: without
+            // room for it the sockets would be closed for flooding every few seconds.
+            webchat_support::webchat_table("", "frames_per_second = 100\nframe_burst = 200"),
             channels_config(&prefix, &apis.base, &format!("{prefix}:")),
         ]
         .concat();
@@ -372,6 +374,12 @@ async fn after_checks(fault: Fault, rig: &Rig, count: &Count) {
                 rig.tally.not_accepted_answers.load(Ordering::SeqCst),
                 0,
                 "nothing fails while Redis is away"
+            );
+            assert_eq!(
+                rig.tally.webchat_retries.load(Ordering::SeqCst),
+                0,
+                "nothing fails on web chat sockets either ({} resyncs as history moved)",
+                rig.tally.webchat_resyncs.load(Ordering::SeqCst)
             );
             assert!(
                 rig.daemon

@@ -526,9 +526,12 @@ pub struct Tally {
     pub refused: AtomicUsize,
     /// Answers other than "accepted" (503s, connection errors), retries included.
     pub not_accepted_answers: AtomicUsize,
-    /// The same on web chat sockets (`unavailable` errors, dropped sockets). Kept apart: web
-    /// chat answers `unavailable` by design while Redis (its history) is away.
+    /// The same on web chat sockets (`unavailable` errors, dropped sockets).
     pub webchat_retries: AtomicUsize,
+    /// Web chat sockets closed with `resync` and reopened at once, as the widget does: the
+    /// documented answer when a conversation's history moves (to this instance's memory
+    /// while Redis is away, and back), not a refusal.
+    pub webchat_resyncs: AtomicUsize,
 }
 
 impl Tally {
@@ -702,6 +705,9 @@ enum Answer {
     Acked(String),
     /// A retryable refusal for this message: resend after the wait.
     Later(Duration),
+    /// The server closed the socket with `resync`: the conversation's numbering started
+    /// over (its history moved, e.g. to local memory while Redis is away, and back).
+    Resync,
     /// The socket closed, failed or fell silent.
     Lost,
 }
@@ -743,6 +749,9 @@ async fn send_message(ws: &mut Ws, id: &str, position: &mut Position) -> Answer 
                 );
                 let wait = frame["retry_after_ms"].as_u64().unwrap_or(100).min(1000);
                 return Answer::Later(Duration::from_millis(wait));
+            }
+            Some("error") if frame["fatal"] == true && frame["code"] == "resync" => {
+                return Answer::Resync;
             }
             Some("error") if frame["fatal"] == true => return Answer::Lost,
             _ => {}
@@ -815,13 +824,21 @@ pub async fn webchat_stream(
                                 .insert((Kind::Webchat, id), Some(envelope));
                             break;
                         }
-                        Answer::Later(wait) => wait,
+                        Answer::Later(wait) => {
+                            tally.webchat_retries.fetch_add(1, Ordering::SeqCst);
+                            wait
+                        }
+                        Answer::Resync => {
+                            tally.webchat_resyncs.fetch_add(1, Ordering::SeqCst);
+                            socket = None;
+                            Duration::ZERO
+                        }
                         Answer::Lost => {
+                            tally.webchat_retries.fetch_add(1, Ordering::SeqCst);
                             socket = None;
                             Duration::from_millis(100)
                         }
                     };
-                    tally.webchat_retries.fetch_add(1, Ordering::SeqCst);
                     if started.elapsed() > retry_budget {
                         tally.refused.fetch_add(1, Ordering::SeqCst);
                         break;
