@@ -80,11 +80,6 @@ mod sys {
     }
 }
 
-/// The allocator's current figures, where the platform reports them.
-pub fn usage() -> Option<HeapUsage> {
-    sys::usage()
-}
-
 /// What one sample found and did.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
@@ -153,16 +148,16 @@ mod tests {
 
     #[test]
     fn usage_follows_a_large_allocation_and_its_release() {
-        let before = usage().expect("glibc reports its usage");
+        let before = sys::usage().expect("glibc reports its usage");
         // Above glibc's mmap threshold, so it is mapped and unmapped on its own.
         let block = vec![7u8; 64 * MIB as usize];
-        let during = usage().expect("glibc reports its usage");
+        let during = sys::usage().expect("glibc reports its usage");
         assert!(
             during.in_use >= before.in_use + 60 * MIB,
             "{before:?} → {during:?}"
         );
         drop(std::hint::black_box(block));
-        let after = usage().expect("glibc reports its usage");
+        let after = sys::usage().expect("glibc reports its usage");
         assert!(
             after.in_use + 60 * MIB <= during.in_use,
             "{during:?} → {after:?}"
@@ -179,7 +174,7 @@ mod tests {
             .collect();
         let pin = vec![1u8; 1024];
         drop(std::hint::black_box(chunks));
-        let held = usage().expect("glibc reports its usage");
+        let held = sys::usage().expect("glibc reports its usage");
         assert!(held.free >= 30 * MIB, "{held:?}");
 
         let untouched = sample(false).expect("a sample");
