@@ -10,8 +10,9 @@
 //! - `SOAK_SINK` (address for the webhook sink, default `127.0.0.1:0`).
 //!
 //! Prints `SINK <addr>` once, then every `SOAK_REPORT_SECS` (default 10) and at exit one line
-//! `STATS consumed=… distinct=… replied=… webhooks=… reconnects=…` (`webhooks`:
-//! replies that reached a channel API). Stops on SIGTERM/SIGINT.
+//! `STATS consumed=… distinct=… replied=… webhooks=… reconnects=…` (`replied`: distinct
+//! reply ids the broker confirmed; `webhooks`: reply requests that reached a channel API,
+//! retries included). Stops on SIGTERM/SIGINT.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
@@ -21,7 +22,10 @@ use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::signal::unix::{SignalKind, signal};
@@ -29,20 +33,22 @@ use tokio::signal::unix::{SignalKind, signal};
 #[derive(Default)]
 struct Counters {
     consumed: AtomicU64,
-    replied: AtomicU64,
     webhooks: AtomicU64,
     reconnects: AtomicU64,
     /// Envelope ids seen, hashed: what arrived at least once, for the loss count.
     distinct: std::sync::Mutex<HashSet<u64>>,
+    /// Reply ids the broker confirmed, hashed: an envelope redelivered and answered again
+    /// carries the same reply id, so this is what the daemon owes the channels.
+    replied: std::sync::Mutex<HashSet<u64>>,
 }
 
 impl Counters {
     fn line(&self) -> String {
         let distinct = self.distinct.lock().map_or(0, |seen| seen.len());
+        let replied = self.replied.lock().map_or(0, |seen| seen.len());
         format!(
-            "STATS consumed={} distinct={distinct} replied={} webhooks={} reconnects={}",
+            "STATS consumed={} distinct={distinct} replied={replied} webhooks={} reconnects={}",
             self.consumed.load(Ordering::Relaxed),
-            self.replied.load(Ordering::Relaxed),
             self.webhooks.load(Ordering::Relaxed),
             self.reconnects.load(Ordering::Relaxed),
         )
@@ -83,6 +89,9 @@ async fn consume(
     )
     .await?;
     let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
     channel.basic_qos(256, BasicQosOptions::default()).await?;
     let mut deliveries = channel
         .basic_consume(
@@ -113,7 +122,9 @@ async fn consume(
                 "in_reply_to": id,
                 "content": {"type": "text", "text": "Your parcel is on its way."},
             });
-            channel
+            // Acked only once the reply is confirmed: a reply the broker lost comes back as a
+            // redelivered envelope, as a real helpdesk would arrange it.
+            let confirmation = channel
                 .basic_publish(
                     settings.outbound.as_str().into(),
                     "reply".into(),
@@ -121,8 +132,21 @@ async fn consume(
                     &serde_json::to_vec(&reply).unwrap_or_default(),
                     BasicProperties::default().with_delivery_mode(2),
                 )
+                .await?
                 .await?;
-            counters.replied.fetch_add(1, Ordering::Relaxed);
+            if !confirmation.is_ack() {
+                eprintln!("soak-helpdesk: reply {id} refused by the broker; requeueing the envelope");
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    })
+                    .await?;
+                continue;
+            }
+            if let Ok(mut replied) = counters.replied.lock() {
+                replied.insert(hasher.hash_one(format!("soak-{id}")));
+            }
         }
         delivery.ack(BasicAckOptions::default()).await?;
     }
