@@ -135,7 +135,9 @@ async fn consume(
                 .await?
                 .await?;
             if !confirmation.is_ack() {
-                eprintln!("soak-helpdesk: reply {id} refused by the broker; requeueing the envelope");
+                eprintln!(
+                    "soak-helpdesk: reply {id} refused by the broker; requeueing the envelope"
+                );
                 delivery
                     .nack(BasicNackOptions {
                         requeue: true,
